@@ -1,0 +1,1 @@
+//! Side-by-side measurements of cnet against its peers.

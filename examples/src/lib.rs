@@ -1,0 +1,1 @@
+//! The virtual-node lab used by the examples.
