@@ -158,6 +158,36 @@ impl NetNs {
         self.run(&["sysctl", "-q", "-w", kv]);
     }
 
+    /// Run `f` on a fresh OS thread that has entered this namespace (`setns`), and return its
+    /// result. Sockets created inside `f` (netlink, nftables, TCP) stay bound to this
+    /// namespace. Never enters the namespace on the calling thread.
+    pub fn in_netns<F, R>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let file = std::fs::File::open(&path)
+                    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on a valid namespace fd affects only this thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(
+                    rc,
+                    0,
+                    "setns {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
     /// `ping -c1` to `addr` from inside; true when a reply came.
     pub fn ping(&self, addr: &str) -> bool {
         self.ok(&["ping", "-c", "1", "-W", "2", "-q", addr])
@@ -204,6 +234,8 @@ mod tests {
         let path = ns.path();
         assert!(path.exists());
         assert!(ns.run(&["ip", "-o", "link"]).contains("lo"));
+        let links = ns.in_netns(|| std::fs::read_to_string("/proc/net/dev").unwrap_or_default());
+        assert!(links.contains("lo:"));
         drop(ns);
         assert!(!path.exists());
     }

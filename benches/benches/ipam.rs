@@ -1,0 +1,2 @@
+//! Bench `ipam` (not written yet).
+fn main() {}

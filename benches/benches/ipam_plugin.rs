@@ -1,0 +1,2 @@
+//! Bench `ipam_plugin` (not written yet).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Bench `nft_program` (not written yet).
+fn main() {}

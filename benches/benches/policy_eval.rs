@@ -1,0 +1,2 @@
+//! Bench `policy_eval` (not written yet).
+fn main() {}

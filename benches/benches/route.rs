@@ -1,0 +1,2 @@
+//! Bench `route` (not written yet).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Conformance scenario runner (not written yet).
+fn main() {}
