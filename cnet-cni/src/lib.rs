@@ -5,7 +5,8 @@
 //! - [`CniResult`]: results in every version from 0.1.0 to 1.1.0, and `prevResult` parsing;
 //! - [`CniError`]: the spec's error codes and error JSON;
 //! - [`Plugin`] and [`run`]: dispatch on `CNI_COMMAND` (ADD, DEL, CHECK, VERSION, GC, STATUS);
-//! - [`delegate`]: executing an IPAM plugin from `CNI_PATH`.
+//! - [`delegate`]: executing an IPAM plugin from `CNI_PATH`;
+//! - [`ipam::IpamPlugin`]: the `cnet-ipam` plugin (host-local compatible, plus GC and STATUS).
 //!
 //! ```
 //! use cnet_cni::{CniError, CniResult, GcAttachment, Plugin, Request, run_with};
@@ -29,6 +30,7 @@ pub mod config;
 pub mod delegate;
 pub mod env;
 pub mod error;
+pub mod ipam;
 pub mod plugin;
 pub mod result;
 pub mod version;
