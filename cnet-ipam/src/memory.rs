@@ -19,6 +19,11 @@ impl MemoryAllocator {
         }
     }
 
+    /// An allocator continuing from a pool (see [`Pool::restore`]).
+    pub fn from_pool(pool: Pool) -> Self {
+        MemoryAllocator { pool }
+    }
+
     /// The pure core, for inspection.
     pub fn pool(&self) -> &Pool {
         &self.pool

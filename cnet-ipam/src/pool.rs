@@ -87,6 +87,20 @@ impl Pool {
         }
     }
 
+    /// A pool over `sets` already holding `leases`, resuming round-robin after `last`
+    /// (per range set). Fails with [`IpamError::InvalidConfig`] when two leases share an
+    /// owner or an address.
+    pub fn restore(
+        sets: Vec<RangeSet>,
+        leases: Vec<Lease>,
+        last: Vec<Option<IpAddr>>,
+    ) -> Result<Self> {
+        let mut pool = Pool::new(sets);
+        pool.load_snapshot(&Snapshot { leases, last })
+            .map_err(|r| IpamError::config("leases", r))?;
+        Ok(pool)
+    }
+
     /// The range sets.
     pub fn range_sets(&self) -> &[RangeSet] {
         &self.sets
