@@ -1,0 +1,426 @@
+//! Thin rtnetlink wrappers: one [`Nl`] per namespace (a socket created in that namespace),
+//! requests that name the object they act on in their errors, and readers that turn kernel
+//! messages into the plain [`crate::check`] types.
+
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
+
+use futures::TryStreamExt;
+use ipnetwork::IpNetwork;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::check::{ObservedLink, ObservedNeighbour, ObservedRoute, SideState};
+use crate::error::{Error, Side, nl_errno};
+use crate::plan::{BridgePlan, NeighbourPlan, RoutePlan, VethPlan};
+use crate::spec::MacAddr;
+
+/// A route-netlink connection bound to one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Nl {
+    pub(crate) h: Handle,
+    pub(crate) side: Side,
+}
+
+impl Nl {
+    /// Wrap a NETLINK_ROUTE socket fd (created in the wanted namespace). Must be called
+    /// inside a tokio runtime; the connection task is spawned on it.
+    pub(crate) fn connect(fd: OwnedFd, side: Side) -> Result<Nl, Error> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: fd is an open NETLINK_ROUTE socket whose ownership moves into the socket.
+        let sock = unsafe { rtnetlink::sys::TokioSocket::from_raw_fd(fd.into_raw_fd()) };
+        let (conn, h, _) = rtnetlink::from_socket(sock);
+        tokio::spawn(conn);
+        Ok(Nl { h, side })
+    }
+
+    fn iface(&self, name: &str, op: &'static str, source: rtnetlink::Error) -> Error {
+        Error::Interface {
+            name: name.to_string(),
+            side: self.side,
+            op,
+            source: Box::new(source),
+        }
+    }
+
+    /// The link called `name`, or `None`.
+    pub(crate) async fn link(&self, name: &str) -> Result<Option<ObservedLink>, Error> {
+        let mut req = self.h.link().get().match_name(name.to_string()).execute();
+        match req.try_next().await {
+            Ok(Some(m)) => Ok(Some(observed_link(&m))),
+            Ok(None) => Ok(None),
+            Err(e) if matches!(nl_errno(&e), Some(libc::ENODEV)) => Ok(None),
+            Err(e) => Err(self.iface(name, "get", e)),
+        }
+    }
+
+    /// The link with `index`, or `None`.
+    pub(crate) async fn link_by_index(&self, index: u32) -> Result<Option<ObservedLink>, Error> {
+        let mut req = self.h.link().get().match_index(index).execute();
+        match req.try_next().await {
+            Ok(m) => Ok(m.as_ref().map(observed_link)),
+            Err(e) if matches!(nl_errno(&e), Some(libc::ENODEV)) => Ok(None),
+            Err(e) => Err(self.iface(&format!("#{index}"), "get", e)),
+        }
+    }
+
+    /// Create the veth pair with the pod end directly in `pod_ns` (one RTM_NEWLINK).
+    /// Returns `Err(InterfaceExists)`-worthy EEXIST as the raw netlink error for the caller.
+    pub(crate) async fn create_veth(
+        &self,
+        v: &VethPlan,
+        master: Option<u32>,
+        pod_ns: BorrowedFd<'_>,
+        host_up: bool,
+    ) -> Result<(), rtnetlink::Error> {
+        let peer = LinkUnspec::new_with_name(&v.pod)
+            .mtu(v.mtu)
+            .address(v.pod_mac.0.to_vec())
+            .setns_by_fd(pod_ns.as_raw_fd())
+            .up()
+            .build();
+        let mut b = LinkVeth::new(&v.host, &v.pod)
+            .mtu(v.mtu)
+            .address(v.host_mac.0.to_vec())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+        if let Some(m) = master {
+            b = b.controller(m);
+        }
+        if host_up {
+            b = b.up();
+        }
+        self.h.link().add(b.build()).execute().await
+    }
+
+    /// Create the bridge (down); EEXIST is returned to the caller.
+    pub(crate) async fn create_bridge(&self, b: &BridgePlan) -> Result<(), rtnetlink::Error> {
+        let msg = LinkBridge::new(&b.name)
+            .mtu(b.mtu)
+            .address(b.mac.0.to_vec())
+            .up()
+            .build();
+        self.h.link().add(msg).execute().await
+    }
+
+    /// Set a link up.
+    pub(crate) async fn set_up(&self, name: &str, index: u32) -> Result<(), Error> {
+        self.h
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(|e| self.iface(name, "set up", e))
+    }
+
+    /// Delete the link called `name`; `Ok(false)` when it did not exist.
+    pub(crate) async fn delete_link(&self, name: &str) -> Result<bool, Error> {
+        let msg = LinkUnspec::new_with_name(name).build();
+        match self.h.link().del_with_message(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(nl_errno(&e), Some(libc::ENODEV)) => Ok(false),
+            Err(e) => Err(self.iface(name, "delete", e)),
+        }
+    }
+
+    /// Add an address; `exist_ok` makes EEXIST success (shared bridge addresses).
+    pub(crate) async fn add_address(
+        &self,
+        ifname: &str,
+        index: u32,
+        address: IpNetwork,
+        nodad: bool,
+        exist_ok: bool,
+    ) -> Result<(), Error> {
+        let mut req = self.h.address().add(index, address.ip(), address.prefix());
+        if nodad {
+            let m = req.message_mut();
+            m.header.flags |= AddressHeaderFlags::Nodad;
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if exist_ok && nl_errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(source) => Err(Error::Address {
+                address,
+                ifname: ifname.to_string(),
+                side: self.side,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Add a route through the link `index`.
+    pub(crate) async fn add_route(&self, r: &RoutePlan, index: u32) -> Result<(), Error> {
+        let mut msg = match (r.destination, r.gateway) {
+            (IpNetwork::V4(d), g) => {
+                let mut b = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .destination_prefix(d.ip(), d.prefix())
+                    .output_interface(index);
+                if let Some(IpAddr::V4(g)) = g {
+                    b = b.gateway(g);
+                }
+                b.build()
+            }
+            (IpNetwork::V6(d), g) => {
+                let mut b = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(d.ip(), d.prefix())
+                    .output_interface(index);
+                if let Some(IpAddr::V6(g)) = g {
+                    b = b.gateway(g);
+                }
+                b.build()
+            }
+        };
+        if r.scope_link {
+            msg.header.scope = RouteScope::Link;
+        }
+        self.h
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|source| Error::Route {
+                route: r.to_string(),
+                side: self.side,
+                op: "add",
+                source: Box::new(source),
+            })
+    }
+
+    /// Add a permanent (with MAC) or proxy (without) neighbour entry, replacing any.
+    pub(crate) async fn add_neighbour(&self, n: &NeighbourPlan, index: u32) -> Result<(), Error> {
+        let mut req = self.h.neighbours().add(index, n.address).replace();
+        req = match n.mac {
+            Some(mac) => req.link_layer_address(&mac.0),
+            None => req.flags(NeighbourFlags::Proxy),
+        };
+        req.execute().await.map_err(|source| Error::Neighbour {
+            address: n.address,
+            ifname: n.ifname.clone(),
+            side: self.side,
+            op: "add",
+            source: Box::new(source),
+        })
+    }
+
+    /// All addresses as (ifindex, address/prefix).
+    pub(crate) async fn addresses(&self) -> Result<Vec<(u32, IpNetwork)>, Error> {
+        let mut s = self.h.address().get().execute();
+        let mut out = Vec::new();
+        loop {
+            match s.try_next().await {
+                Ok(Some(m)) => {
+                    for a in &m.attributes {
+                        if let AddressAttribute::Address(ip) = a
+                            && let Ok(net) = IpNetwork::new(*ip, m.header.prefix_len)
+                        {
+                            out.push((m.header.index, net));
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.iface("*", "list addresses", e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Routes of the main table, both families.
+    pub(crate) async fn routes(&self) -> Result<Vec<ObservedRoute>, Error> {
+        let mut out = Vec::new();
+        for msg in [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ] {
+            let mut s = self.h.route().get(msg).execute();
+            loop {
+                match s.try_next().await {
+                    Ok(Some(m)) => {
+                        if let Some(r) = observed_route(&m) {
+                            out.push(r);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(source) => {
+                        return Err(Error::Route {
+                            route: "*".into(),
+                            side: self.side,
+                            op: "list",
+                            source: Box::new(source),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Neighbour entries and proxy entries.
+    pub(crate) async fn neighbours(&self) -> Result<Vec<ObservedNeighbour>, Error> {
+        let mut out = Vec::new();
+        for proxies in [false, true] {
+            let mut req = self.h.neighbours().get();
+            if proxies {
+                req = req.proxies();
+            }
+            let mut s = req.execute();
+            loop {
+                match s.try_next().await {
+                    Ok(Some(m)) => {
+                        if let Some(n) = observed_neighbour(&m) {
+                            out.push(n);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(source) => {
+                        return Err(Error::Neighbour {
+                            address: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                            ifname: "*".into(),
+                            side: self.side,
+                            op: "list",
+                            source: Box::new(source),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The index of the link carrying the default route (IPv4 first, then IPv6).
+    pub(crate) async fn default_route_link(&self) -> Result<Option<u32>, Error> {
+        let routes = self.routes().await?;
+        let oif = |v6: bool| {
+            routes
+                .iter()
+                .find(|r| r.destination.prefix() == 0 && r.destination.is_ipv6() == v6)
+                .and_then(|r| r.oif)
+        };
+        Ok(oif(false).or_else(|| oif(true)))
+    }
+
+    /// Everything of interest in this namespace, for CHECK.
+    pub(crate) async fn state(&self, links: &[&str]) -> Result<SideState, Error> {
+        let mut st = SideState::default();
+        for name in links {
+            if let Some(l) = self.link(name).await? {
+                st.links.push(l);
+            }
+        }
+        st.addresses = self.addresses().await?;
+        st.routes = self.routes().await?;
+        st.neighbours = self.neighbours().await?;
+        Ok(st)
+    }
+}
+
+fn observed_link(m: &LinkMessage) -> ObservedLink {
+    let mut l = ObservedLink {
+        index: m.header.index,
+        name: String::new(),
+        mtu: 0,
+        up: m.header.flags.contains(LinkFlags::Up),
+        master: None,
+        mac: None,
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Mtu(v) => l.mtu = *v,
+            LinkAttribute::Controller(c) => l.master = Some(*c),
+            LinkAttribute::Address(b) if b.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(b);
+                l.mac = Some(MacAddr(mac));
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+/// Whether the link message describes a bridge.
+#[allow(dead_code)]
+pub(crate) fn is_bridge(m: &LinkMessage) -> bool {
+    m.attributes.iter().any(|a| {
+        matches!(a, LinkAttribute::LinkInfo(infos)
+            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
+    })
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn observed_route(m: &RouteMessage) -> Option<ObservedRoute> {
+    let mut table = u32::from(m.header.table);
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(d) => dst = route_ip(d),
+            RouteAttribute::Gateway(g) => gateway = route_ip(g),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    if table != 254 {
+        return None;
+    }
+    let any = match m.header.address_family {
+        rtnetlink::packet_route::AddressFamily::Inet => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        rtnetlink::packet_route::AddressFamily::Inet6 => {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        }
+        _ => return None,
+    };
+    let destination =
+        IpNetwork::new(dst.unwrap_or(any), m.header.destination_prefix_length).ok()?;
+    Some(ObservedRoute {
+        destination,
+        gateway,
+        oif,
+    })
+}
+
+fn observed_neighbour(m: &NeighbourMessage) -> Option<ObservedNeighbour> {
+    let mut address = None;
+    let mut mac = None;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                address = Some(IpAddr::V4(*v4));
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                address = Some(IpAddr::V6(*v6));
+            }
+            NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
+                let mut x = [0u8; 6];
+                x.copy_from_slice(b);
+                mac = Some(MacAddr(x));
+            }
+            _ => {}
+        }
+    }
+    Some(ObservedNeighbour {
+        ifindex: m.header.ifindex,
+        address: address?,
+        mac,
+        permanent: m.header.state == NeighbourState::Permanent,
+        proxy: m.header.flags.contains(NeighbourFlags::Proxy),
+    })
+}

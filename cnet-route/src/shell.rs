@@ -1,0 +1,311 @@
+//! The IO shell: executes an [`EndpointPlan`] over rtnetlink, tears it down, reads it back.
+//!
+//! Every operation runs on one short-lived OS thread that enters the node namespace; the pod
+//! socket is created after a brief `setns` into the pod namespace on that same thread (sockets
+//! stay bound to the namespace they were created in), then the thread returns to the node
+//! namespace and drives both sockets from a current-thread tokio runtime. The caller's thread
+//! never changes namespace.
+
+use std::os::fd::AsFd;
+
+use crate::check::{Difference, Observed, diff};
+use crate::error::{Error, Errors, Side, nl_errno};
+use crate::mode::{Attachment, IntraNode, Node};
+use crate::netns::{Netns, route_socket};
+use crate::nl::Nl;
+use crate::plan::{BridgePlan, EndpointPlan, SysctlPlan};
+use crate::spec::{EndpointSpec, invalid, validate_ifname};
+
+/// MTU when neither the spec, the configured uplink nor a default route gives one.
+pub const FALLBACK_MTU: u32 = 1500;
+
+fn runtime(side: Side) -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|source| Error::Setup { side, source })
+}
+
+fn socket(side: Side) -> Result<std::os::fd::OwnedFd, Error> {
+    route_socket().map_err(|source| Error::Setup { side, source })
+}
+
+/// On a thread inside the node namespace: open a socket in `pod`, then come back.
+fn pod_socket(node: &Netns, pod: &Netns) -> Result<std::os::fd::OwnedFd, Error> {
+    pod.enter()?;
+    let fd = socket(Side::Pod);
+    node.enter()?;
+    fd
+}
+
+pub(crate) fn attach<M: IntraNode + ?Sized>(
+    mode: &M,
+    node: &Node,
+    spec: &EndpointSpec,
+) -> Result<Attachment, Error> {
+    // Everything that can be checked without the kernel is checked before touching it.
+    mode.plan(spec, spec.mtu.unwrap_or(FALLBACK_MTU))?;
+    let ns = node.netns();
+    ns.run(|| {
+        let pod_ns = Netns::open(&spec.netns)?;
+        let node_fd = socket(Side::Node)?;
+        let pod_fd = pod_socket(ns, &pod_ns)?;
+        let rt = runtime(Side::Node)?;
+        rt.block_on(async {
+            let node_nl = Nl::connect(node_fd, Side::Node)?;
+            let pod_nl = Nl::connect(pod_fd, Side::Pod)?;
+            let mtu = match spec.mtu {
+                Some(m) => m,
+                None => uplink_mtu(&node_nl, mode.uplink()).await?,
+            };
+            let plan = mode.plan(spec, mtu)?;
+            attach_plan(&node_nl, &pod_nl, &pod_ns, plan).await
+        })
+    })?
+}
+
+async fn uplink_mtu(node: &Nl, uplink: Option<&str>) -> Result<u32, Error> {
+    if let Some(name) = uplink {
+        return match node.link(name).await? {
+            Some(l) => Ok(l.mtu),
+            None => Err(Error::UplinkMissing {
+                name: name.to_string(),
+            }),
+        };
+    }
+    match node.default_route_link().await? {
+        Some(index) => Ok(node
+            .link_by_index(index)
+            .await?
+            .map_or(FALLBACK_MTU, |l| l.mtu)),
+        None => Ok(FALLBACK_MTU),
+    }
+}
+
+fn write_sysctl(s: &SysctlPlan) -> Result<(), Error> {
+    match std::fs::write(s.proc_path(), &s.value) {
+        Ok(()) => Ok(()),
+        Err(e) if s.optional && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Sysctl {
+            key: s.key.clone(),
+            source,
+        }),
+    }
+}
+
+async fn ensure_bridge(node: &Nl, b: &BridgePlan) -> Result<u32, Error> {
+    let link = match node.link(&b.name).await? {
+        Some(l) => l,
+        None => {
+            if let Err(e) = node.create_bridge(b).await
+                && nl_errno(&e) != Some(libc::EEXIST)
+            {
+                return Err(Error::Interface {
+                    name: b.name.clone(),
+                    side: Side::Node,
+                    op: "create bridge",
+                    source: Box::new(e),
+                });
+            }
+            node.link(&b.name).await?.ok_or_else(|| Error::Vanished {
+                name: b.name.clone(),
+                side: Side::Node,
+            })?
+        }
+    };
+    if !link.up {
+        node.set_up(&b.name, link.index).await?;
+    }
+    for a in &b.addresses {
+        node.add_address(&b.name, link.index, *a, a.is_ipv6(), true)
+            .await?;
+    }
+    Ok(link.index)
+}
+
+async fn attach_plan(
+    node: &Nl,
+    pod: &Nl,
+    pod_ns: &Netns,
+    plan: EndpointPlan,
+) -> Result<Attachment, Error> {
+    // Node-wide settings and the shared bridge are infrastructure: not undone on failure.
+    for s in plan.sysctls.iter().filter(|s| s.interface.is_none()) {
+        write_sysctl(s)?;
+    }
+    let master = match &plan.bridge {
+        Some(b) => Some(ensure_bridge(node, b).await?),
+        None => None,
+    };
+    let v = &plan.veth;
+    // Per-interface sysctls (accept_dad) must be set before the host end goes up.
+    let host_up = plan.sysctls.iter().all(|s| s.interface.is_none());
+    if let Err(e) = node.create_veth(v, master, pod_ns.as_fd(), host_up).await {
+        if nl_errno(&e) == Some(libc::EEXIST) {
+            let side = if node.link(&v.host).await?.is_some() {
+                Side::Node
+            } else {
+                Side::Pod
+            };
+            let name = if side == Side::Node { &v.host } else { &v.pod };
+            return Err(Error::InterfaceExists {
+                name: name.clone(),
+                side,
+            });
+        }
+        return Err(Error::Interface {
+            name: v.host.clone(),
+            side: Side::Node,
+            op: "create veth pair",
+            source: Box::new(e),
+        });
+    }
+    // From here on the veth pair is ours: any failure deletes it (which also removes every
+    // route, address and neighbour entry on either end).
+    match configure(node, pod, &plan, host_up).await {
+        Ok(pod_ifindex) => Ok(Attachment {
+            host_ifname: v.host.clone(),
+            host_mac: v.host_mac,
+            pod_ifname: v.pod.clone(),
+            pod_mac: v.pod_mac,
+            pod_ifindex,
+            mtu: v.mtu,
+            addresses: plan.addresses.iter().map(|a| a.address).collect(),
+            gateways: plan.gateways.clone(),
+            plan,
+        }),
+        Err(e) => {
+            let _ = node.delete_link(&v.host).await;
+            Err(e)
+        }
+    }
+}
+
+async fn index(nl: &Nl, name: &str) -> Result<u32, Error> {
+    nl.link(name)
+        .await?
+        .map(|l| l.index)
+        .ok_or_else(|| Error::Vanished {
+            name: name.to_string(),
+            side: nl.side,
+        })
+}
+
+async fn configure(node: &Nl, pod: &Nl, plan: &EndpointPlan, host_up: bool) -> Result<u32, Error> {
+    let v = &plan.veth;
+    let (host_index, pod_index) = futures::try_join!(index(node, &v.host), index(pod, &v.pod))?;
+    let node_side = async {
+        for s in plan.sysctls.iter().filter(|s| s.interface.is_some()) {
+            write_sysctl(s)?;
+        }
+        if !host_up {
+            node.set_up(&v.host, host_index).await?;
+        }
+        for r in plan.routes_on(Side::Node) {
+            node.add_route(r, host_index).await?;
+        }
+        for n in plan.neighbours_on(Side::Node) {
+            node.add_neighbour(n, host_index).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    let pod_side = async {
+        for a in plan.addresses.iter().filter(|a| a.side == Side::Pod) {
+            pod.add_address(&a.ifname, pod_index, a.address, a.nodad, false)
+                .await?;
+        }
+        for r in plan.routes_on(Side::Pod) {
+            pod.add_route(r, pod_index).await?;
+        }
+        for n in plan.neighbours_on(Side::Pod) {
+            pod.add_neighbour(n, pod_index).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    futures::try_join!(node_side, pod_side)?;
+    Ok(pod_index)
+}
+
+pub(crate) fn detach(node: &Node, spec: &EndpointSpec) -> Result<(), Errors> {
+    let mut errors = Vec::new();
+    if spec.container_id.is_empty() {
+        errors.push(invalid("container_id", "must not be empty"));
+    }
+    if let Err(r) = validate_ifname(&spec.ifname) {
+        errors.push(invalid("ifname", r));
+    }
+    if !errors.is_empty() {
+        return Err(Errors(errors));
+    }
+    let host = spec.host_ifname();
+    let result = node.netns().run(|| -> Result<(), Error> {
+        let fd = socket(Side::Node)?;
+        let rt = runtime(Side::Node)?;
+        rt.block_on(async {
+            let nl = Nl::connect(fd, Side::Node)?;
+            // Deleting the host end deletes the pod end (a veth pair dies together) and with
+            // them every address, route and neighbour entry attach put on either end. A host
+            // end that is gone (already detached, or its pod netns was deleted) is success.
+            nl.delete_link(&host).await.map(|_| ())
+        })
+    });
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) | Err(e) => {
+            errors.push(e);
+            Err(Errors(errors))
+        }
+    }
+}
+
+pub(crate) fn check<M: IntraNode + ?Sized>(
+    mode: &M,
+    node: &Node,
+    spec: &EndpointSpec,
+) -> Result<Vec<Difference>, Error> {
+    mode.plan(spec, spec.mtu.unwrap_or(FALLBACK_MTU))?;
+    let ns = node.netns();
+    ns.run(|| {
+        let node_fd = socket(Side::Node)?;
+        let pod_fd = match Netns::open(&spec.netns) {
+            Ok(pod_ns) => Some(pod_socket(ns, &pod_ns)?),
+            Err(_) => None,
+        };
+        let rt = runtime(Side::Node)?;
+        rt.block_on(async {
+            let node_nl = Nl::connect(node_fd, Side::Node)?;
+            let mtu = match spec.mtu {
+                Some(m) => m,
+                None => uplink_mtu(&node_nl, mode.uplink()).await?,
+            };
+            let plan = mode.plan(spec, mtu)?;
+            let mut node_links = vec![plan.veth.host.as_str()];
+            if let Some(b) = &plan.bridge {
+                node_links.push(&b.name);
+            }
+            let mut observed = Observed {
+                node: node_nl.state(&node_links).await?,
+                pod: None,
+                sysctls: plan
+                    .sysctls
+                    .iter()
+                    .map(|s| (s.key.clone(), std::fs::read_to_string(s.proc_path()).ok()))
+                    .collect(),
+            };
+            if let Some(fd) = pod_fd {
+                let pod_nl = Nl::connect(fd, Side::Pod)?;
+                observed.pod = Some(pod_nl.state(&[plan.veth.pod.as_str()]).await?);
+            }
+            Ok(diff(&plan, &observed, &spec.netns))
+        })
+    })?
+}
+
+/// Delete a link by name in the node namespace (`Ok(false)`: it did not exist).
+pub(crate) fn delete_node_link(node: &Node, name: &str) -> Result<bool, Error> {
+    node.netns().run(|| {
+        let fd = socket(Side::Node)?;
+        let rt = runtime(Side::Node)?;
+        rt.block_on(async { Nl::connect(fd, Side::Node)?.delete_link(name).await })
+    })?
+}
