@@ -71,8 +71,9 @@ impl Nl {
         }
     }
 
-    /// Create the veth pair with the pod end directly in `pod_ns` (one RTM_NEWLINK).
-    /// Returns `Err(InterfaceExists)`-worthy EEXIST as the raw netlink error for the caller.
+    /// Create the veth pair with the pod end directly in `pod_ns` (one RTM_NEWLINK). The pod
+    /// end is created down: the kernel refuses to open a veth peer before the pair is linked
+    /// (ENOTCONN), so it is set up afterwards. EEXIST is returned raw for the caller.
     pub(crate) async fn create_veth(
         &self,
         v: &VethPlan,
@@ -84,7 +85,6 @@ impl Nl {
             .mtu(v.mtu)
             .address(v.pod_mac.0.to_vec())
             .setns_by_fd(pod_ns.as_raw_fd())
-            .up()
             .build();
         let mut b = LinkVeth::new(&v.host, &v.pod)
             .mtu(v.mtu)

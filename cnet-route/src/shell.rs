@@ -210,6 +210,7 @@ async fn configure(node: &Nl, pod: &Nl, plan: &EndpointPlan, host_up: bool) -> R
         Ok::<(), Error>(())
     };
     let pod_side = async {
+        pod.set_up(&v.pod, pod_index).await?;
         for a in plan.addresses.iter().filter(|a| a.side == Side::Pod) {
             pod.add_address(&a.ifname, pod_index, a.address, a.nodad, false)
                 .await?;

@@ -240,3 +240,242 @@ mod tests {
         assert!(!path.exists());
     }
 }
+
+/// A TCP echo server listening on `[::]:PORT` (IPv4 and IPv6) inside a namespace, started by
+/// [`NetNs::tcp_echo`]. Stopped on drop.
+#[derive(Debug)]
+pub struct TcpEcho {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpEcho {
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn echo_once(mut s: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut buf = [0u8; 64];
+    if let Ok(n) = s.read(&mut buf) {
+        let _ = s.write_all(&buf[..n]);
+    }
+}
+
+impl NetNs {
+    /// Start a TCP echo server inside this namespace on an ephemeral port of `[::]`
+    /// (dual-stack). The socket is created inside the namespace; the accept loop runs on an
+    /// ordinary thread (a socket stays bound to the namespace it was created in).
+    pub fn tcp_echo(&self) -> TcpEcho {
+        let listener = self.in_netns(|| {
+            std::net::TcpListener::bind("[::]:0").unwrap_or_else(|e| panic!("bind [::]:0: {e}"))
+        });
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        std::thread::spawn(move || echo_once(s));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        TcpEcho {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// From inside this namespace: connect to `addr:port` (2 s timeout), send a line and
+    /// expect it echoed back. True on success.
+    pub fn tcp_ok(&self, addr: std::net::IpAddr, port: u16) -> bool {
+        use std::io::{Read, Write};
+        self.in_netns(|| {
+            let sa = std::net::SocketAddr::new(addr, port);
+            let Ok(mut s) =
+                std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_secs(2))
+            else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            if s.write_all(b"cnet\n").is_err() {
+                return false;
+            }
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).is_ok() && &buf == b"cnet\n"
+        })
+    }
+}
+
+/// A stand-in for the cloud network (Azure's VNET): one namespace that routes each node's
+/// pod prefixes to that node. Nodes join it through a veth pair (`uplink0` in the node).
+#[derive(Debug)]
+pub struct Underlay {
+    /// The underlay namespace.
+    pub ns: NetNs,
+    nodes: AtomicU32,
+}
+
+/// A virtual node: a network namespace with an uplink (`uplink0`) to an [`Underlay`], a
+/// default route through it (IPv4 and IPv6), and addresses `10.255.N.2/24` and
+/// `fd00:255:N::2/64`. Pods are further namespaces ([`NetNs`]) attached to it by the code
+/// under test.
+#[derive(Debug)]
+pub struct VirtualNode {
+    /// The node namespace.
+    pub ns: NetNs,
+    /// Node number within its underlay (1-based).
+    pub index: u32,
+    /// The node's IPv4 address on its uplink.
+    pub addr4: std::net::Ipv4Addr,
+    /// The node's IPv6 address on its uplink.
+    pub addr6: std::net::Ipv6Addr,
+}
+
+/// The uplink interface name inside every [`VirtualNode`].
+pub const UPLINK: &str = "uplink0";
+
+impl Default for Underlay {
+    fn default() -> Self {
+        Underlay::new()
+    }
+}
+
+impl Underlay {
+    /// An underlay namespace with forwarding on.
+    pub fn new() -> Underlay {
+        let ns = NetNs::new("ul");
+        ns.sysctl("net.ipv4.ip_forward=1");
+        ns.sysctl("net.ipv6.conf.all.forwarding=1");
+        Underlay {
+            ns,
+            nodes: AtomicU32::new(0),
+        }
+    }
+
+    /// Add a node whose pods use `pod_cidrs` (the underlay routes them to the node).
+    pub fn add_node(&self, pod_cidrs: &[&str]) -> VirtualNode {
+        let n = self.nodes.fetch_add(1, Ordering::Relaxed) + 1;
+        let ns = NetNs::new("node");
+        let peer = format!("n{n}");
+        self.ns.run(&[
+            "ip",
+            "link",
+            "add",
+            &peer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            UPLINK,
+            "netns",
+            ns.name(),
+        ]);
+        let (u4, u6) = (format!("10.255.{n}.1"), format!("fd00:255:{n}::1"));
+        let (n4, n6) = (format!("10.255.{n}.2"), format!("fd00:255:{n}::2"));
+        self.ns
+            .run(&["ip", "addr", "add", &format!("{u4}/24"), "dev", &peer]);
+        self.ns.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{u6}/64"),
+            "dev",
+            &peer,
+            "nodad",
+        ]);
+        self.ns.run(&["ip", "link", "set", &peer, "up"]);
+        ns.run(&["ip", "addr", "add", &format!("{n4}/24"), "dev", UPLINK]);
+        ns.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{n6}/64"),
+            "dev",
+            UPLINK,
+            "nodad",
+        ]);
+        ns.run(&["ip", "link", "set", UPLINK, "up"]);
+        ns.run(&["ip", "route", "add", "default", "via", &u4]);
+        ns.run(&["ip", "-6", "route", "add", "default", "via", &u6]);
+        for c in pod_cidrs {
+            let via = if c.contains(':') { &n6 } else { &n4 };
+            self.ns.run(&["ip", "route", "add", c, "via", via]);
+        }
+        VirtualNode {
+            ns,
+            index: n,
+            addr4: n4.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            addr6: n6.parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED),
+        }
+    }
+}
+
+impl VirtualNode {
+    /// One node on its own underlay (keep the underlay alive as long as the node).
+    pub fn single(pod_cidrs: &[&str]) -> (Underlay, VirtualNode) {
+        let u = Underlay::new();
+        let n = u.add_node(pod_cidrs);
+        (u, n)
+    }
+
+    /// A new pod namespace (lo up).
+    pub fn pod(&self) -> NetNs {
+        NetNs::new("pod")
+    }
+
+    /// What attachments may leave behind on the node, as sorted text: link names, routes of
+    /// the main tables (IPv4, IPv6), permanent and proxy neighbour entries. Compare a
+    /// snapshot taken before attaching with one taken after detaching.
+    pub fn snapshot(&self) -> String {
+        let mut lines: Vec<String> = Vec::new();
+        for l in self.ns.run(&["ip", "-o", "link", "show"]).lines() {
+            if let Some(name) = l.split(": ").nth(1) {
+                lines.push(format!("link {}", name.split('@').next().unwrap_or(name)));
+            }
+        }
+        for (fam, what) in [
+            ("-4", "route"),
+            ("-6", "route"),
+            ("-4", "neigh-permanent"),
+            ("-6", "neigh-permanent"),
+            ("-4", "neigh-proxy"),
+            ("-6", "neigh-proxy"),
+        ] {
+            let argv: Vec<&str> = match what {
+                "route" => vec!["ip", fam, "route", "show"],
+                "neigh-permanent" => vec!["ip", fam, "neigh", "show", "nud", "permanent"],
+                _ => vec!["ip", fam, "neigh", "show", "proxy"],
+            };
+            for l in self.ns.run(&argv).lines() {
+                lines.push(format!("{what}{fam} {}", l.trim()));
+            }
+        }
+        lines.sort();
+        lines.join("\n")
+    }
+}
