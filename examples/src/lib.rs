@@ -1,1 +1,23 @@
-//! The virtual-node lab used by the examples.
+//! The virtual-node lab used by the examples, and the conformance scenario runner.
+//!
+//! ```
+//! use cnet_examples::runner::{run_records, EvaluatorOracle, RunOptions};
+//! use cnet_examples::scenario::parse_records;
+//!
+//! let file = r#"[{"id": "t1", "kind": "cluster-probe-matrix",
+//!   "namespaces": {"x": {}},
+//!   "pods": [{"namespace": "x", "name": "a", "labels": {"pod": "a"}},
+//!            {"namespace": "x", "name": "b", "labels": {"pod": "b"}}],
+//!   "policies": [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+//!                 "metadata": {"name": "deny", "namespace": "x"},
+//!                 "spec": {"podSelector": {"matchLabels": {"pod": "b"}}}}],
+//!   "probes": [{"from": "x/a", "to": "x/b", "port": 80, "protocol": "TCP", "expect": false},
+//!              {"from": "x/b", "to": "x/a", "port": 80, "protocol": "TCP", "expect": true}]}]"#;
+//! let records = parse_records(file, "inline").unwrap();
+//! let report = run_records(&records, &mut EvaluatorOracle, &RunOptions::default());
+//! assert_eq!(report.totals(), (2, 0, 0));
+//! assert!(report.render(false).ends_with("conformance: 2 passed, 0 failed, 0 skipped\n"));
+//! ```
+
+pub mod runner;
+pub mod scenario;

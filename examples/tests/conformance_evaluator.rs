@@ -1,0 +1,141 @@
+//! The shared upstream NetworkPolicy e2e scenarios must pass 100% with the evaluator oracle.
+
+use cnet_examples::runner::{EvaluatorOracle, RecordStatus, RunOptions, run_records};
+use cnet_examples::scenario::{RecordInput, parse_records, read_records};
+use std::path::PathBuf;
+
+fn shared_file(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance")
+        .join(name);
+    assert!(
+        p.is_file(),
+        "conformance scenarios not found at {}: the `shared` folder must sit beside the repository",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn k8s_netpol_e2e_passes_fully_with_the_evaluator() {
+    let records = read_records(&shared_file("k8s-netpol-e2e.json")).expect("scenario file parses");
+    assert!(
+        records.iter().all(|r| matches!(r, RecordInput::Ok(_))),
+        "every record is well-formed"
+    );
+    let report = run_records(&records, &mut EvaluatorOracle, &RunOptions::default());
+    let text = report.render(true);
+    let (passed, failed, skipped) = report.totals();
+    assert_eq!((failed, skipped), (0, 0), "{text}");
+    assert!(passed >= 506, "{text}");
+    assert!(
+        report
+            .records
+            .iter()
+            .all(|r| r.status == RecordStatus::Pass),
+        "{text}"
+    );
+    assert!(text.ends_with(&format!(
+        "conformance: {passed} passed, 0 failed, 0 skipped\n"
+    )));
+}
+
+const POD_X_A: &str = r#"{"namespace": "x", "name": "a", "labels": {"pod": "a"},
+  "containerPorts": [{"name": "serve-80-tcp", "containerPort": 80, "protocol": "TCP"}]}"#;
+const POD_X_B: &str = r#"{"namespace": "x", "name": "b", "labels": {"pod": "b"},
+  "containerPorts": [{"name": "serve-80-tcp", "containerPort": 80, "protocol": "TCP"}]}"#;
+
+fn run(json: &str) -> cnet_examples::runner::Report {
+    let records = parse_records(json, "inline").expect("parses");
+    run_records(&records, &mut EvaluatorOracle, &RunOptions::default())
+}
+
+#[test]
+fn failing_probe_is_reported_in_the_readme_format() {
+    let json = format!(
+        r#"[{{"id": "r1", "kind": "cluster-probe-matrix", "namespaces": {{"x": {{}}}},
+           "pods": [{POD_X_A}, {POD_X_B}], "policies": [],
+           "probes": [{{"from": "x/a", "to": "x/b", "port": 80, "protocol": "TCP", "expect": false}}]}}]"#
+    );
+    let report = run(&json);
+    assert_eq!(report.totals(), (0, 1, 0));
+    let text = report.render(false);
+    assert!(text.contains("r1 FAIL"), "{text}");
+    assert!(
+        text.contains("  x/a -> x/b:80/TCP expected false got true\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\nconformance: 0 passed, 1 failed, 0 skipped\n"),
+        "{text}"
+    );
+    assert!(!report.success());
+}
+
+#[test]
+fn unlistened_port_is_refused_and_fails_either_way() {
+    let json = format!(
+        r#"[{{"id": "r2", "kind": "cluster-probe-matrix", "namespaces": {{"x": {{}}}},
+           "pods": [{POD_X_A}, {POD_X_B}], "policies": [],
+           "probes": [{{"from": "x/a", "to": "x/b", "port": 81, "protocol": "TCP", "expect": true}},
+                      {{"from": "x/a", "to": "x/b", "port": 81, "protocol": "TCP", "expect": false}}]}}]"#
+    );
+    let report = run(&json);
+    assert_eq!(report.totals(), (0, 2, 0));
+    assert!(report.render(false).contains("got refused"));
+}
+
+#[test]
+fn anp_unknown_kinds_api_invalid_and_malformed_records_are_skipped_not_crashes() {
+    let json = format!(
+        r#"[
+        {{"id": "anp", "kind": "cluster-probe-matrix", "namespaces": {{"x": {{}}}},
+          "pods": [{POD_X_A}, {POD_X_B}],
+          "policies": [{{"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+                         "metadata": {{"name": "p"}}, "spec": {{"priority": 1}}}}],
+          "probes": [{{"from": "x/a", "to": "x/b", "port": 80, "protocol": "TCP", "expect": false}}]}},
+        {{"id": "weird", "kind": "cluster-probe-matrix", "namespaces": {{}}, "pods": [{POD_X_A}],
+          "policies": [{{"apiVersion": "example.com/v1", "kind": "Frobnicator"}}],
+          "probes": [{{"from": "x/a", "to": "ip:10.9.9.9", "port": 80, "protocol": "TCP", "expect": true}}]}},
+        {{"id": "inv", "apiInvalid": true, "kind": "cluster-probe-matrix", "pods": [{POD_X_A}],
+          "probes": [{{"from": "x/a", "to": "ip:10.9.9.9", "port": 80, "expect": true}}]}},
+        {{"id": "bad", "pods": "not a list", "probes": [{{}}, {{}}]}},
+        {{"id": "kind?", "kind": "something-new", "probes": [{{}}]}}
+        ]"#
+    );
+    let report = run(&json);
+    assert_eq!(report.totals(), (0, 0, 6), "{}", report.render(true));
+    assert!(
+        report
+            .records
+            .iter()
+            .all(|r| matches!(r.status, RecordStatus::Skipped(_)))
+    );
+    assert!(report.success());
+}
+
+#[test]
+fn pod_cidr_placeholders_fixed_addresses_and_packet_verdicts() {
+    // x/b is isolated for ingress except from 192.168.1.0/24 minus x/a's /32.
+    let json = r#"[{"id": "pv", "kind": "packet-verdict", "namespaces": {"x": {}},
+           "pods": [
+             {"namespace": "x", "name": "a", "labels": {"pod": "a"}, "ip": "192.168.1.11"},
+             {"namespace": "x", "name": "b", "labels": {"pod": "b"}, "ip": "192.168.1.12"},
+             {"namespace": "x", "name": "c", "labels": {"pod": "c"}, "ip": "192.168.1.13"}],
+           "externalIPs": ["192.168.1.200", "10.1.1.1"],
+           "policies": [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+             "metadata": {"name": "p", "namespace": "x"},
+             "spec": {"podSelector": {"matchLabels": {"pod": "b"}},
+               "ingress": [{"from": [{"ipBlock": {
+                  "cidr": {"podCIDR": "x/b", "prefix": 24, "maskHostBits": true},
+                  "except": [{"podCIDR": "x/a", "prefix": 32}]}}]}]}}],
+           "probes": [
+             {"from": "x/a", "to": "x/b", "port": 80, "protocol": "TCP", "expect": false},
+             {"from": "x/c", "to": "x/b", "port": 80, "protocol": "UDP", "expect": true},
+             {"from": "ip:192.168.1.200", "to": "x/b", "port": 80, "protocol": "SCTP", "expect": true, "srcPort": 5000},
+             {"from": "ip:10.1.1.1", "to": "x/b", "port": 80, "protocol": "TCP", "expect": false},
+             {"from": "ip:10.1.1.1", "to": "ip:192.168.1.13", "port": 80, "expect": true,
+               "srcIP": "10.1.1.1", "dstIP": "192.168.1.13"}]}]"#;
+    let report = run(json);
+    assert_eq!(report.totals(), (5, 0, 0), "{}", report.render(true));
+}
