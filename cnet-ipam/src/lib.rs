@@ -39,6 +39,36 @@
 //! # Ok::<(), cnet_ipam::IpamError>(())
 //! ```
 
+//!
+//! # The disk store
+//!
+//! [`DiskAllocator`] keeps `dataDir/<network>/cnet-ipam.journal` (leases) and
+//! `cnet-ipam.lock`. Every call takes an exclusive `flock` on the lock file, waiting at most
+//! [`DiskOptions::lock_timeout`] (10 s by default) before [`IpamError::LockTimeout`] (CNI 11,
+//! "try again later"). A change is one checksummed journal line, `fdatasync`ed before the call
+//! returns; the journal is rewritten as a snapshot (temp file, fsync, rename, fsync of the
+//! directory) when it is created and when it grows past twice the live leases. A line cut short
+//! by `kill -9` was never acknowledged and is ignored; any other damage is
+//! [`IpamError::CorruptState`] and the store refuses to allocate until repaired, since starting
+//! empty could hand an address out twice.
+//!
+//! # Allocation
+//!
+//! Each range set resumes after the address it last reserved (host-local's round robin, so a
+//! just-released address is not reused at once), walking its ranges in order and wrapping.
+//! Used addresses are kept as maximal intervals in a B-tree per range, so finding the next
+//! free address is O(log n) in any fill state, also for IPv6 ranges too large for a bitmap.
+//!
+//! # Differences from host-local (all stricter or additive)
+//!
+//! - The network address (and, for IPv4, the broadcast address) is never handed out, even when
+//!   an explicit `rangeStart`/`rangeEnd` includes it; a `gateway` must lie inside its subnet.
+//! - A second allocation for an owner that holds a lease fails whether or not specific
+//!   addresses were requested (host-local only checks the non-requested path).
+//! - `CNI_ARGS` `IP=` accepts a comma-separated list; unknown `CNI_ARGS` keys are ignored.
+//! - Requested addresses are matched to range sets in the order given (host-local iterates a
+//!   Go map, so its choice between two candidates for one set is random).
+
 mod addr;
 mod config;
 mod disk;
