@@ -318,6 +318,15 @@ impl IpamConfig {
         Ok(cfg)
     }
 
+    /// As [`IpamConfig::from_net_conf`], from the raw bytes of the network configuration
+    /// (CNI stdin); malformed JSON is [`IpamError::Decode`] (CNI code 6).
+    pub fn from_net_conf_bytes(bytes: &[u8]) -> Result<Self> {
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| IpamError::Decode {
+            reason: e.to_string(),
+        })?;
+        Self::from_net_conf(&v)
+    }
+
     fn parse(network: &str, ipam: &Value, runtime_sets: &[RangeSet]) -> Result<Self> {
         let obj = ipam
             .as_object()

@@ -29,6 +29,7 @@ pub const CODE_DUPLICATE_ALLOCATION: u32 = 101;
 /// | [`LockTimeout`](IpamError::LockTimeout) | 11 | try again later |
 /// | [`Io`](IpamError::Io), [`DataDir`](IpamError::DataDir) | 5 | I/O failure |
 /// | [`CorruptState`](IpamError::CorruptState) | 6 | failed to decode content (the lease file) |
+/// | [`Decode`](IpamError::Decode) | 6 | failed to decode content (malformed JSON config) |
 ///
 /// Exhaustion on ADD uses 50 on purpose: it is the spec's "cannot service ADD requests", and a
 /// runtime that sees it knows that retrying will not help until something is released.
@@ -41,6 +42,12 @@ pub enum IpamError {
         /// Where in the configuration (JSON path).
         field: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// The network configuration is not valid JSON.
+    #[error("cannot decode network config: {reason}")]
+    Decode {
+        /// The parser's message (with line and column).
         reason: String,
     },
     /// `CNI_ARGS` could not be understood.
@@ -162,7 +169,7 @@ impl IpamError {
             IpamError::DuplicateAllocation { .. } => CODE_DUPLICATE_ALLOCATION,
             IpamError::LockTimeout { .. } => 11,
             IpamError::Io { .. } | IpamError::DataDir { .. } => 5,
-            IpamError::CorruptState { .. } => 6,
+            IpamError::CorruptState { .. } | IpamError::Decode { .. } => 6,
         }
     }
 

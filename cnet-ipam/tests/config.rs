@@ -318,3 +318,25 @@ fn bad_requested_addresses_are_typed() {
         .expect_err("not list");
     assert_eq!(e.cni_code(), 7);
 }
+
+#[test]
+fn malformed_json_is_a_decode_error() {
+    for bad in [
+        &b"{"[..],
+        b"",
+        b"{\"name\": \"n\", \"ipam\": {\"subnet\": }}",
+        b"\xff\xfe",
+    ] {
+        let e = IpamConfig::from_net_conf_bytes(bad).expect_err("malformed");
+        assert!(matches!(e, IpamError::Decode { .. }), "{e}");
+        assert_eq!(e.cni_code(), 6);
+    }
+    let ok = br#"{"name": "n", "ipam": {"subnet": "10.0.0.0/24"}}"#;
+    assert_eq!(
+        IpamConfig::from_net_conf_bytes(ok)
+            .expect("valid")
+            .ranges
+            .len(),
+        1
+    );
+}
