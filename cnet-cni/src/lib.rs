@@ -26,6 +26,8 @@
 //! assert!(out.stdout.contains("supportedVersions"));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod delegate;
 pub mod env;
