@@ -83,6 +83,9 @@ impl Out {
     }
 }
 
+/// `CNI_NETNS` when no namespace is at hand (IPAM plugins never enter it).
+pub const DEFAULT_NETNS: &str = "/var/run/netns/cnet-test-nonexistent";
+
 /// One invocation's parameters.
 #[derive(Debug, Clone)]
 pub struct Call<'a> {
@@ -105,7 +108,7 @@ impl<'a> Call<'a> {
             command,
             container_id: id,
             ifname: "eth0",
-            netns: "/var/run/netns/cnet-test-nonexistent",
+            netns: DEFAULT_NETNS,
             args: None,
         }
     }
@@ -204,6 +207,14 @@ pub struct Subject {
     pub plugin_type: &'static str,
     /// Its data directory (a temp dir).
     pub dir: tempfile::TempDir,
+    /// A real network namespace passed as `CNI_NETNS` (when running as root; IPAM plugins do
+    /// not enter it, but the spec requires one for ADD and CHECK).
+    pub ns: Option<cnet_testsupport::NetNs>,
+}
+
+fn test_netns() -> Option<cnet_testsupport::NetNs> {
+    // SAFETY: geteuid has no preconditions.
+    (unsafe { libc::geteuid() } == 0).then(|| cnet_testsupport::NetNs::new("ipam"))
 }
 
 impl Subject {
@@ -213,6 +224,7 @@ impl Subject {
             bin: ours(),
             plugin_type: "cnet-ipam",
             dir: tempfile::tempdir().unwrap(),
+            ns: test_netns(),
         }
     }
 
@@ -222,6 +234,7 @@ impl Subject {
             bin: PathBuf::from(HOST_LOCAL),
             plugin_type: "host-local",
             dir: tempfile::tempdir().unwrap(),
+            ns: test_netns(),
         }
     }
 
@@ -237,8 +250,16 @@ impl Subject {
     }
 
     /// Invoke with a config built from `ipam` and `top`.
+    /// The subject's namespace path is passed as `CNI_NETNS` unless the call set another.
     pub fn call(&self, call: &Call<'_>, version: &str, ipam: &Value, top: &Value) -> Out {
-        invoke(&self.bin, call, &self.conf(version, ipam, top))
+        let path = self.ns.as_ref().map(|n| n.path().display().to_string());
+        let mut call = call.clone();
+        if let Some(p) = &path {
+            if call.netns == DEFAULT_NETNS {
+                call.netns = p;
+            }
+        }
+        invoke(&self.bin, &call, &self.conf(version, ipam, top))
     }
 
     /// Every file under the data directory with its contents (the whole store, for
