@@ -366,7 +366,9 @@ impl Evaluator {
         let ingress = match dst_ep {
             None => SideDecision::open(SideReason::NotAPod),
             Some(ep) => {
-                if self.options.allow_from_resident_node && self.is_resident_node_traffic(ep, flow.src) {
+                if self.options.allow_from_resident_node
+                    && self.is_resident_node_traffic(ep, flow.src)
+                {
                     let mut d = SideDecision::open(SideReason::ResidentNode);
                     d.selected_by = self.selected_by(ep, Direction::Ingress);
                     d
