@@ -512,3 +512,79 @@ fn gateway_outside_the_subnet_is_a_known_divergence() {
         assert_eq!(out.addresses(), ["10.1.2.1/24"]);
     }
 }
+
+// ---- backend/allocator/allocator_test.go, where observable through the binary ----
+
+#[test]
+fn allocator_round_robin_across_subnets_of_a_range_set() {
+    side_by_side(|r| {
+        let ipam = json!({"ranges": [[{"subnet": "10.0.0.0/30"}, {"subnet": "10.0.1.0/30"}, {"subnet": "10.0.2.0/30"}]]});
+        let mut seq = Vec::new();
+        // Each /30 has one usable address (.2); release after each ADD so only the
+        // last-reserved position moves: advance to the next subnet, then roll to the first.
+        for _ in 0..4 {
+            let out = r.step(&Call::new("ADD", "ID"), "1.0.0", &ipam, &none());
+            seq.push(out.addresses()[0].clone());
+            r.step(&Call::new("DEL", "ID"), "1.0.0", &ipam, &none())
+                .ok();
+        }
+        assert_eq!(
+            seq,
+            ["10.0.0.2/30", "10.0.1.2/30", "10.0.2.2/30", "10.0.0.2/30"]
+        );
+    });
+}
+
+#[test]
+fn allocator_same_id_after_release_gets_the_next_address() {
+    side_by_side(|r| {
+        let ipam = json!({"subnet": "192.168.1.0/29"});
+        let a = r.step(&Call::new("ADD", "ID"), "1.0.0", &ipam, &none());
+        assert_eq!(a.addresses(), ["192.168.1.2/29"]);
+        r.step(&Call::new("DEL", "ID"), "1.0.0", &ipam, &none())
+            .ok();
+        let b = r.step(&Call::new("ADD", "ID"), "1.0.0", &ipam, &none());
+        assert_eq!(b.addresses(), ["192.168.1.3/29"]);
+    });
+}
+
+#[test]
+fn allocator_wraps_to_the_only_free_address() {
+    side_by_side(|r| {
+        let ipam = json!({"subnet": "10.0.0.0/29"});
+        for id in ["a", "b", "c", "d", "e"] {
+            r.step(&Call::new("ADD", id), "1.0.0", &ipam, &none()).ok();
+        }
+        r.step(&Call::new("DEL", "b"), "1.0.0", &ipam, &none()).ok();
+        let f = r.step(&Call::new("ADD", "f"), "1.0.0", &ipam, &none());
+        assert_eq!(f.addresses(), ["10.0.0.3/29"]);
+        // Out of addresses: a meaningful error.
+        let g = r.step(&Call::new("ADD", "g"), "1.0.0", &ipam, &none());
+        assert_ne!(g.status, 0);
+    });
+}
+
+#[test]
+fn allocator_requested_ip_must_be_within_start_and_end_and_free() {
+    side_by_side(|r| {
+        let ipam = json!({"subnet": "192.168.1.0/29", "rangeStart": "192.168.1.3", "rangeEnd": "192.168.1.4"});
+        for (id, ip) in [("a", "192.168.1.5"), ("b", "192.168.1.2")] {
+            let top = json!({"args": {"cni": {"ips": [ip]}}});
+            assert_ne!(
+                r.step(&Call::new("ADD", id), "1.0.0", &ipam, &top).status,
+                0,
+                "{ip}"
+            );
+        }
+        let top = json!({"args": {"cni": {"ips": ["192.168.1.4"]}}});
+        let c = r.step(&Call::new("ADD", "c"), "1.0.0", &ipam, &top);
+        assert_eq!(c.addresses(), ["192.168.1.4/29"]);
+        assert_ne!(
+            r.step(&Call::new("ADD", "d"), "1.0.0", &ipam, &top).status,
+            0
+        );
+        // Unrequested allocation takes the remaining one.
+        let e = r.step(&Call::new("ADD", "e"), "1.0.0", &ipam, &none());
+        assert_eq!(e.addresses(), ["192.168.1.3/29"]);
+    });
+}
