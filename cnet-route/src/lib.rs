@@ -35,6 +35,35 @@
 //! assert_eq!(plan.routes[1].to_string(), "default via 169.254.1.1 dev eth0");
 //! assert_eq!(plan.veth.host, cnet_route::host_ifname("c0ffee", "eth0"));
 //! ```
+//!
+//! # Decisions and kernel facts this crate relies on
+//! - **One thread per call.** attach/detach/check run on a short-lived OS thread that enters
+//!   the node netns; the pod's socket is opened after a brief `setns` into the pod netns on
+//!   that thread. Node-side and pod-side requests then run concurrently on one
+//!   current-thread tokio runtime. The caller's thread never changes namespace.
+//! - **The pod end is created in place**: one RTM_NEWLINK carries the peer's netns fd. The
+//!   peer cannot be created *up* (the kernel refuses to open a veth whose pair is not linked
+//!   yet: ENOTCONN), so it is set up afterwards, in the pod netns.
+//! - **Names and MACs are derived** from `(container_id, ifname)` with FNV-1a (stable across
+//!   runs): host end `cnetXXXXXXXX`, locally administered MACs for both ends and the bridge.
+//!   The pod's gateway neighbour entry therefore needs no lookup of the host MAC, and the
+//!   bridge's MAC never changes as ports come and go.
+//! - **IPv6 without DAD delay**: pod and bridge addresses carry `IFA_F_NODAD`; the host veth
+//!   of transparent mode gets `accept_dad=0` before it goes up.
+//! - **Transparent mode**: the pod holds its addresses as /32 and /128, a scope-link route to
+//!   169.254.1.1 before the default route through it, a default route via `fe80::1`, and
+//!   permanent neighbour entries for both gateways pointing at the host veth's MAC. The host
+//!   veth has `proxy_arp=1`, `proxy_ndp=1` and a proxy entry for `fe80::1` as a fallback.
+//! - **Bridge mode and br_netfilter**: off by default ([`BridgeMode::br_netfilter`]), set
+//!   explicitly in the node netns, so bridged pod-to-pod traffic is seen by the nftables
+//!   `bridge` family only, not a second time by the `inet` hooks with the bridge as
+//!   `iifname`.
+//! - **Sysctls are set, never assumed**: `ip_forward` / `conf.all.forwarding` per family in
+//!   use, and the per-interface keys above, inside the node netns.
+//! - **Detach is one RTM_DELLINK** of the host end: the kernel removes the pod end and every
+//!   address, route and neighbour entry on either end with it. Its time is dominated by the
+//!   kernel's synchronous netdev unregister (an RCU barrier, ~10–20 ms here), the same floor
+//!   every veth-based plugin pays.
 
 pub mod check;
 mod error;

@@ -399,6 +399,7 @@ fn mtu_comes_from_the_uplink_unless_given() {
     let (_ul, vn) = VirtualNode::single(&[&c4, &c6]);
     vn.ns.run(&["ip", "link", "set", UPLINK, "mtu", "1400"]);
     let n = node(&vn);
+    let baseline = vn.snapshot();
     let b = bridge_mode();
     let (p1, p2) = (vn.pod(), vn.pod());
     let s1 = spec(&p1, addrs(Fam::V4, 1, 10));
@@ -423,6 +424,7 @@ fn mtu_comes_from_the_uplink_unless_given() {
     b.detach(&n, &s1).expect("detach");
     t.detach(&n, &s2).expect("detach");
     b.remove_bridge(&n).expect("remove bridge");
+    assert_eq!(vn.snapshot(), baseline);
 }
 
 #[test]
@@ -450,4 +452,139 @@ fn named_namespaces_are_created_and_deleted() {
     cnet_route::Netns::delete_named(&name).expect("delete");
     cnet_route::Netns::delete_named(&name).expect("delete again");
     assert!(!std::path::Path::new("/var/run/netns").join(&name).exists());
+}
+
+#[test]
+fn transparent_falls_back_to_proxy_arp_and_ndp() {
+    require_priv!();
+    let [c4, c6] = cidrs(1);
+    let (_ul, vn) = VirtualNode::single(&[&c4, &c6]);
+    let n = node(&vn);
+    let baseline = vn.snapshot();
+    let mode = TransparentMode::new();
+    let pod = vn.pod();
+    let s = spec(&pod, addrs(Fam::Dual, 1, 10));
+    mode.attach(&n, &s).expect("attach");
+    // Without the permanent gateway entries the pod must resolve the gateways itself; the
+    // host veth answers by proxy ARP / proxy NDP.
+    pod.run(&["ip", "neigh", "del", "169.254.1.1", "dev", "eth0"]);
+    pod.run(&["ip", "-6", "neigh", "del", "fe80::1", "dev", "eth0"]);
+    let diffs = mode.check(&n, &s).expect("check");
+    assert_eq!(diffs.len(), 2, "{diffs:?}");
+    assert!(diffs.iter().all(|d| matches!(
+        d,
+        Difference::NeighbourMissing {
+            side: Side::Pod,
+            ..
+        }
+    )));
+    assert_ping(&pod, vn.addr4.into(), "pod -> node via proxy ARP");
+    assert_ping(&pod, vn.addr6.into(), "pod -> node via proxy NDP");
+    let neigh = pod.run(&["ip", "neigh", "show", "dev", "eth0"]);
+    let host_mac = cnet_route::derived_mac("host", &s.container_id, &s.ifname).to_string();
+    assert!(
+        neigh.contains("169.254.1.1") && neigh.contains(&host_mac),
+        "{neigh}"
+    );
+    mode.detach(&n, &s).expect("detach");
+    assert_eq!(vn.snapshot(), baseline);
+}
+
+#[test]
+fn concurrent_attaches_share_one_bridge() {
+    require_priv!();
+    let [c4, c6] = cidrs(1);
+    let (_ul, vn) = VirtualNode::single(&[&c4, &c6]);
+    let n = node(&vn);
+    let baseline = vn.snapshot();
+    let b = bridge_mode();
+    let pods: Vec<NetNs> = (0..6).map(|_| vn.pod()).collect();
+    let specs: Vec<EndpointSpec> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| spec(p, addrs(Fam::Dual, 1, 20 + i as u8)))
+        .collect();
+    std::thread::scope(|sc| {
+        for s in &specs {
+            let (b, n) = (&b, &n);
+            sc.spawn(move || b.attach(n, s).expect("concurrent attach"));
+        }
+    });
+    for s in &specs {
+        assert_eq!(b.check(&n, s).expect("check"), vec![]);
+    }
+    let last = ips(&specs[5]);
+    for ip in &last {
+        assert_ping(&pods[0], *ip, "first pod -> last pod");
+    }
+    std::thread::scope(|sc| {
+        for s in &specs {
+            let (b, n) = (&b, &n);
+            sc.spawn(move || b.detach(n, s).expect("concurrent detach"));
+        }
+    });
+    b.remove_bridge(&n).expect("remove bridge");
+    assert_eq!(vn.snapshot(), baseline);
+}
+
+#[test]
+fn bridge_mode_sets_the_node_sysctls_it_relies_on() {
+    require_priv!();
+    let [c4, c6] = cidrs(1);
+    let (_ul, vn) = VirtualNode::single(&[&c4, &c6]);
+    vn.ns.sysctl("net.ipv4.ip_forward=0");
+    let n = node(&vn);
+    let baseline = vn.snapshot();
+    let pod = vn.pod();
+    let s = spec(&pod, addrs(Fam::V4, 1, 10));
+    let mut b = bridge_mode();
+    b.attach(&n, &s).expect("attach");
+    let get = |k: &str| vn.ns.run(&["sysctl", "-n", k]).trim().to_string();
+    assert_eq!(get("net.ipv4.ip_forward"), "1");
+    if std::path::Path::new("/proc/sys/net/bridge").exists() {
+        assert_eq!(get("net.bridge.bridge-nf-call-iptables"), "0");
+        // Someone turns br_netfilter back on: check notices.
+        vn.ns.sysctl("net.bridge.bridge-nf-call-iptables=1");
+        let d = b.check(&n, &s).expect("check");
+        assert!(
+            d.iter().any(|x| matches!(x, Difference::SysctlMismatch { key, .. } if key == "net.bridge.bridge-nf-call-iptables")),
+            "{d:?}"
+        );
+        vn.ns.sysctl("net.bridge.bridge-nf-call-ip6tables=1");
+        b.br_netfilter = true;
+        assert_eq!(b.check(&n, &s).expect("check"), vec![]);
+    }
+    b.detach(&n, &s).expect("detach");
+    b.remove_bridge(&n).expect("remove bridge");
+    assert_eq!(vn.snapshot(), baseline);
+}
+
+#[test]
+fn invalid_specs_touch_nothing() {
+    require_priv!();
+    let [c4, c6] = cidrs(1);
+    let (_ul, vn) = VirtualNode::single(&[&c4, &c6]);
+    let n = node(&vn);
+    let baseline = vn.snapshot();
+    let pod = vn.pod();
+    let mut s = spec(&pod, addrs(Fam::V4, 1, 10));
+    s.ifname = "name/with/slash".into();
+    assert!(matches!(
+        TransparentMode::new().attach(&n, &s),
+        Err(Error::InvalidSpec { .. })
+    ));
+    let s = spec(&pod, vec!["10.1.0.10/32".parse().expect("cidr")]);
+    let b = bridge_mode();
+    assert!(matches!(b.attach(&n, &s), Err(Error::InvalidSpec { .. })));
+    let mut s = spec(&pod, addrs(Fam::V4, 1, 10));
+    s.netns = "/var/run/netns/does-not-exist".into();
+    let err = TransparentMode::new()
+        .attach(&n, &s)
+        .expect_err("missing pod netns");
+    assert!(err.to_string().contains("does-not-exist"), "{err}");
+    assert!(
+        TransparentMode::new().detach(&n, &s).is_ok(),
+        "detach with no netns"
+    );
+    assert_eq!(vn.snapshot(), baseline);
 }
