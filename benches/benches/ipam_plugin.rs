@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p cnet-benches --bench ipam_plugin` measures (400 ADD+DEL pairs per plugin);
 //! under `cargo test` it runs a smoke pass of a few pairs. The `cnet-ipam` binary is taken from
-//! the same target directory and profile, and built there with cargo when missing.
+//! the same target directory and profile, (re)built there with cargo first.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,8 @@ use std::time::Instant;
 
 const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 
-/// Locate (or build) our binary next to this bench's profile directory.
+/// Build (a no-op when fresh) and locate our binary in this bench's target and profile
+/// directory, so the bench never measures a stale binary.
 fn our_binary() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     // <target>/<profile>/deps/ipam_plugin-<hash>
@@ -22,9 +23,6 @@ fn our_binary() -> Result<PathBuf, String> {
         .and_then(Path::parent)
         .ok_or("unexpected bench location")?;
     let candidate = profile_dir.join("cnet-ipam");
-    if candidate.exists() {
-        return Ok(candidate);
-    }
     let target_dir = profile_dir.parent().ok_or("unexpected bench location")?;
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
