@@ -26,6 +26,8 @@ pub struct ObservedLink {
     pub master: Option<u32>,
     /// MAC address.
     pub mac: Option<MacAddr>,
+    /// Interface alias (cnet-route stores the owner there).
+    pub alias: Option<String>,
 }
 
 /// A route as read from the kernel (main table).
@@ -126,6 +128,15 @@ pub enum Difference {
         /// Actual MAC.
         actual: Option<MacAddr>,
     },
+    /// The host veth does not carry this attachment's owner alias (it is someone else's).
+    OwnerMismatch {
+        /// Host interface name.
+        name: String,
+        /// Expected alias.
+        expected: String,
+        /// Actual alias.
+        actual: Option<String>,
+    },
     /// The host veth is not a port of the bridge.
     NotEnslaved {
         /// Host interface name.
@@ -198,6 +209,15 @@ impl fmt::Display for Difference {
                 Some(a) => write!(f, "interface {name:?} has MAC {a}, expected {expected}"),
                 None => write!(f, "interface {name:?} has no MAC, expected {expected}"),
             },
+            Difference::OwnerMismatch {
+                name,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "interface {name:?} is owned by {:?}, expected {expected:?}",
+                actual.as_deref().unwrap_or("nobody")
+            ),
             Difference::NotEnslaved { name, bridge } => {
                 write!(f, "interface {name:?} is not a port of bridge {bridge:?}")
             }
@@ -288,6 +308,13 @@ pub fn diff(
                     name: v.host.clone(),
                     expected: v.host_mac,
                     actual: l.mac,
+                });
+            }
+            if l.alias.as_deref() != Some(v.host_alias.as_str()) {
+                out.push(Difference::OwnerMismatch {
+                    name: v.host.clone(),
+                    expected: v.host_alias.clone(),
+                    actual: l.alias.clone(),
                 });
             }
             if let Some(bridge) = &v.master {
@@ -429,6 +456,7 @@ mod tests {
                 up: true,
                 master: None,
                 mac,
+                alias: None,
             });
             next
         };
@@ -437,7 +465,9 @@ mod tests {
             .as_ref()
             .map(|b| link(&mut node, &b.name, Some(b.mac)));
         let host = link(&mut node, &plan.veth.host, Some(plan.veth.host_mac));
-        node.links.last_mut().expect("link").master = bridge_index;
+        let host_link = node.links.last_mut().expect("link");
+        host_link.master = bridge_index;
+        host_link.alias = Some(plan.veth.host_alias.clone());
         link(&mut pod, &plan.veth.pod, Some(plan.veth.pod_mac));
         if let (Some(b), Some(i)) = (&plan.bridge, bridge_index) {
             node.addresses.extend(b.addresses.iter().map(|a| (i, *a)));

@@ -120,6 +120,17 @@ pub enum Error {
         /// Interface name.
         name: String,
     },
+    /// A host interface with the derived name exists but belongs to another attachment (a
+    /// name collision or a foreign link); it was left alone.
+    #[error("interface {name:?}: not owned by {expected:?} (alias {found:?}); left alone")]
+    NotOwned {
+        /// Interface name.
+        name: String,
+        /// The owner this call acts for.
+        expected: String,
+        /// The alias found on the link.
+        found: Option<String>,
+    },
     /// An interface this call created disappeared before it was configured.
     #[error("interface {name:?} ({side}): disappeared while being configured")]
     Vanished {

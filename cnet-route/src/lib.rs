@@ -60,6 +60,10 @@
 //!   `iifname`.
 //! - **Sysctls are set, never assumed**: `ip_forward` / `conf.all.forwarding` per family in
 //!   use, and the per-interface keys above, inside the node netns.
+//! - **Ownership without state**: the host end carries the alias `cnet:<container_id>:<ifname>`
+//!   (set with the request that sets it up; the kernel ignores an alias at creation). Detach
+//!   deletes only a link it owns (alias, or the derived MAC before the alias is set), and
+//!   [`list_attachments`] / [`gc`] find attachments from the aliases alone.
 //! - **Detach is one RTM_DELLINK** of the host end: the kernel removes the pod end and every
 //!   address, route and neighbour entry on either end with it. Its time is dominated by the
 //!   kernel's synchronous netdev unregister (an RCU barrier, ~10–20 ms here), the same floor
@@ -76,8 +80,11 @@ mod spec;
 
 pub use check::Difference;
 pub use error::{Error, Errors, Side};
-pub use mode::{Attachment, BridgeMode, IntraNode, Node, TransparentMode};
+pub use mode::{Attachment, BridgeMode, HostLink, IntraNode, Node, TransparentMode};
 pub use netns::Netns;
 pub use plan::{EndpointPlan, V4_LINK_GATEWAY, V6_LINK_GATEWAY};
-pub use shell::FALLBACK_MTU;
-pub use spec::{EndpointSpec, MacAddr, derived_mac, fnv1a64, host_ifname, validate_ifname};
+pub use shell::{FALLBACK_MTU, gc, list_attachments};
+pub use spec::{
+    EndpointSpec, MacAddr, OWNER_PREFIX, derived_mac, fnv1a64, host_ifname, owner_alias,
+    parse_owner_alias, validate_ifname,
+};

@@ -69,6 +69,18 @@ pub struct Attachment {
     pub plan: EndpointPlan,
 }
 
+/// A host veth created by cnet-route, as found on the node (see
+/// [`list_attachments`](crate::list_attachments)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLink {
+    /// Host interface name.
+    pub host_ifname: String,
+    /// Owner: container id.
+    pub container_id: String,
+    /// Owner: interface name in the pod.
+    pub ifname: String,
+}
+
 /// Attaches pods to a node. Implementations differ only in their [`plan`](Self::plan); the
 /// provided methods execute, tear down and verify that plan over netlink.
 ///

@@ -79,7 +79,6 @@ impl Nl {
         v: &VethPlan,
         master: Option<u32>,
         pod_ns: BorrowedFd<'_>,
-        host_up: bool,
     ) -> Result<(), rtnetlink::Error> {
         let peer = LinkUnspec::new_with_name(&v.pod)
             .mtu(v.mtu)
@@ -92,9 +91,6 @@ impl Nl {
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
         if let Some(m) = master {
             b = b.controller(m);
-        }
-        if host_up {
-            b = b.up();
         }
         self.h.link().add(b.build()).execute().await
     }
@@ -117,6 +113,35 @@ impl Nl {
             .execute()
             .await
             .map_err(|e| self.iface(name, "set up", e))
+    }
+
+    /// Set a link up and give it an alias, in one request (an alias given at creation is
+    /// ignored by the kernel).
+    pub(crate) async fn set_up_with_alias(
+        &self,
+        name: &str,
+        index: u32,
+        alias: &str,
+    ) -> Result<(), Error> {
+        self.h
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().alias(alias).build())
+            .execute()
+            .await
+            .map_err(|e| self.iface(name, "set up and alias", e))
+    }
+
+    /// All links (for listing attachments).
+    pub(crate) async fn links(&self) -> Result<Vec<ObservedLink>, Error> {
+        let mut s = self.h.link().get().execute();
+        let mut out = Vec::new();
+        loop {
+            match s.try_next().await {
+                Ok(Some(m)) => out.push(observed_link(&m)),
+                Ok(None) => return Ok(out),
+                Err(e) => return Err(self.iface("*", "list links", e)),
+            }
+        }
     }
 
     /// Delete the link called `name`; `Ok(false)` when it did not exist.
@@ -330,12 +355,14 @@ fn observed_link(m: &LinkMessage) -> ObservedLink {
         up: m.header.flags.contains(LinkFlags::Up),
         master: None,
         mac: None,
+        alias: None,
     };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::Mtu(v) => l.mtu = *v,
             LinkAttribute::Controller(c) => l.master = Some(*c),
+            LinkAttribute::IfAlias(a) => l.alias = Some(a.clone()),
             LinkAttribute::Address(b) if b.len() == 6 => {
                 let mut mac = [0u8; 6];
                 mac.copy_from_slice(b);

@@ -44,6 +44,8 @@ pub struct VethPlan {
     pub mtu: u32,
     /// Bridge that the host end joins (bridge mode).
     pub master: Option<String>,
+    /// Alias of the host end naming its owner (`cnet:<container_id>:<ifname>`).
+    pub host_alias: String,
 }
 
 /// The node bridge (bridge mode), ensured idempotently and shared by all pods.
@@ -234,6 +236,7 @@ fn veth(spec: &EndpointSpec, mtu: u32, master: Option<String>) -> VethPlan {
         pod_mac: derived_mac("pod", &spec.container_id, &spec.ifname),
         mtu,
         master,
+        host_alias: spec.owner_alias(),
     }
 }
 

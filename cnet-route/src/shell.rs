@@ -10,11 +10,14 @@ use std::os::fd::AsFd;
 
 use crate::check::{Difference, Observed, diff};
 use crate::error::{Error, Errors, Side, nl_errno};
-use crate::mode::{Attachment, IntraNode, Node};
+use crate::mode::{Attachment, HostLink, IntraNode, Node};
 use crate::netns::{Netns, route_socket};
 use crate::nl::Nl;
 use crate::plan::{BridgePlan, EndpointPlan, SysctlPlan};
-use crate::spec::{EndpointSpec, invalid, validate_ifname};
+use crate::spec::{
+    EndpointSpec, derived_mac, host_ifname, invalid, owner_alias, parse_owner_alias,
+    validate_ifname, validate_owner,
+};
 
 /// MTU when neither the spec, the configured uplink nor a default route gives one.
 pub const FALLBACK_MTU: u32 = 1500;
@@ -138,9 +141,9 @@ async fn attach_plan(
         None => None,
     };
     let v = &plan.veth;
-    // Per-interface sysctls (accept_dad) must be set before the host end goes up.
-    let host_up = plan.sysctls.iter().all(|s| s.interface.is_none());
-    if let Err(e) = node.create_veth(v, master, pod_ns.as_fd(), host_up).await {
+    // The host end is created down: per-interface sysctls (accept_dad) must be set before it
+    // goes up, and its owner alias is set in the same request that sets it up.
+    if let Err(e) = node.create_veth(v, master, pod_ns.as_fd()).await {
         if nl_errno(&e) == Some(libc::EEXIST) {
             let side = if node.link(&v.host).await?.is_some() {
                 Side::Node
@@ -162,7 +165,7 @@ async fn attach_plan(
     }
     // From here on the veth pair is ours: any failure deletes it (which also removes every
     // route, address and neighbour entry on either end).
-    match configure(node, pod, &plan, host_up).await {
+    match configure(node, pod, &plan).await {
         Ok(pod_ifindex) => Ok(Attachment {
             host_ifname: v.host.clone(),
             host_mac: v.host_mac,
@@ -191,16 +194,15 @@ async fn index(nl: &Nl, name: &str) -> Result<u32, Error> {
         })
 }
 
-async fn configure(node: &Nl, pod: &Nl, plan: &EndpointPlan, host_up: bool) -> Result<u32, Error> {
+async fn configure(node: &Nl, pod: &Nl, plan: &EndpointPlan) -> Result<u32, Error> {
     let v = &plan.veth;
     let (host_index, pod_index) = futures::try_join!(index(node, &v.host), index(pod, &v.pod))?;
     let node_side = async {
         for s in plan.sysctls.iter().filter(|s| s.interface.is_some()) {
             write_sysctl(s)?;
         }
-        if !host_up {
-            node.set_up(&v.host, host_index).await?;
-        }
+        node.set_up_with_alias(&v.host, host_index, &v.host_alias)
+            .await?;
         for r in plan.routes_on(Side::Node) {
             node.add_route(r, host_index).await?;
         }
@@ -227,10 +229,37 @@ async fn configure(node: &Nl, pod: &Nl, plan: &EndpointPlan, host_up: bool) -> R
     Ok(pod_index)
 }
 
+fn owned_by(l: &crate::check::ObservedLink, container_id: &str, ifname: &str) -> bool {
+    match &l.alias {
+        Some(a) => *a == owner_alias(container_id, ifname),
+        // A link whose attach failed before the alias was set: its MAC, derived from the
+        // same owner at creation, identifies it.
+        None => l.mac == Some(derived_mac("host", container_id, ifname)),
+    }
+}
+
+/// Delete the host end of `(container_id, ifname)` if it exists and is ours.
+async fn remove_host(nl: &Nl, container_id: &str, ifname: &str) -> Result<bool, Error> {
+    let host = host_ifname(container_id, ifname);
+    match nl.link(&host).await? {
+        None => Ok(false),
+        Some(l) if owned_by(&l, container_id, ifname) => {
+            // Deleting the host end deletes the pod end (a veth pair dies together) and with
+            // them every address, route and neighbour entry attach put on either end.
+            nl.delete_link(&host).await
+        }
+        Some(l) => Err(Error::NotOwned {
+            name: host,
+            expected: owner_alias(container_id, ifname),
+            found: l.alias,
+        }),
+    }
+}
+
 pub(crate) fn detach(node: &Node, spec: &EndpointSpec) -> Result<(), Errors> {
     let mut errors = Vec::new();
-    if spec.container_id.is_empty() {
-        errors.push(invalid("container_id", "must not be empty"));
+    if let Err(e) = validate_owner(&spec.container_id, &spec.ifname) {
+        errors.push(e);
     }
     if let Err(r) = validate_ifname(&spec.ifname) {
         errors.push(invalid("ifname", r));
@@ -238,16 +267,16 @@ pub(crate) fn detach(node: &Node, spec: &EndpointSpec) -> Result<(), Errors> {
     if !errors.is_empty() {
         return Err(Errors(errors));
     }
-    let host = spec.host_ifname();
     let result = node.netns().run(|| -> Result<(), Error> {
         let fd = socket(Side::Node)?;
         let rt = runtime(Side::Node)?;
         rt.block_on(async {
             let nl = Nl::connect(fd, Side::Node)?;
-            // Deleting the host end deletes the pod end (a veth pair dies together) and with
-            // them every address, route and neighbour entry attach put on either end. A host
-            // end that is gone (already detached, or its pod netns was deleted) is success.
-            nl.delete_link(&host).await.map(|_| ())
+            // A host end that is gone (already detached, or its pod netns was deleted) is
+            // success.
+            remove_host(&nl, &spec.container_id, &spec.ifname)
+                .await
+                .map(|_| ())
         })
     });
     match result {
@@ -256,6 +285,66 @@ pub(crate) fn detach(node: &Node, spec: &EndpointSpec) -> Result<(), Errors> {
             errors.push(e);
             Err(Errors(errors))
         }
+    }
+}
+
+/// Every attachment whose host end is in the node (found by the owner alias).
+pub fn list_attachments(node: &Node) -> Result<Vec<HostLink>, Error> {
+    node.netns().run(|| {
+        let fd = socket(Side::Node)?;
+        let rt = runtime(Side::Node)?;
+        rt.block_on(async { list(&Nl::connect(fd, Side::Node)?).await })
+    })?
+}
+
+async fn list(nl: &Nl) -> Result<Vec<HostLink>, Error> {
+    Ok(nl
+        .links()
+        .await?
+        .into_iter()
+        .filter_map(|l| {
+            let (container_id, ifname) = parse_owner_alias(l.alias.as_deref()?)?;
+            (l.name == host_ifname(&container_id, &ifname)).then_some(HostLink {
+                host_ifname: l.name,
+                container_id,
+                ifname,
+            })
+        })
+        .collect())
+}
+
+/// Garbage-collect: detach every attachment on the node whose `(container_id, ifname)` is
+/// not in `valid` (CNI GC's `cni.dev/valid-attachments`). Returns what was removed; on
+/// errors, keeps going and returns all of them.
+pub fn gc(node: &Node, valid: &[(String, String)]) -> Result<Vec<HostLink>, Errors> {
+    let result = node
+        .netns()
+        .run(|| -> Result<(Vec<HostLink>, Vec<Error>), Error> {
+            let fd = socket(Side::Node)?;
+            let rt = runtime(Side::Node)?;
+            rt.block_on(async {
+                let nl = Nl::connect(fd, Side::Node)?;
+                let mut removed = Vec::new();
+                let mut errors = Vec::new();
+                for h in list(&nl).await? {
+                    if valid
+                        .iter()
+                        .any(|(c, i)| *c == h.container_id && *i == h.ifname)
+                    {
+                        continue;
+                    }
+                    match remove_host(&nl, &h.container_id, &h.ifname).await {
+                        Ok(_) => removed.push(h),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                Ok((removed, errors))
+            })
+        });
+    match result {
+        Ok(Ok((removed, errors))) if errors.is_empty() => Ok(removed),
+        Ok(Ok((_, errors))) => Err(Errors(errors)),
+        Ok(Err(e)) | Err(e) => Err(Errors(vec![e])),
     }
 }
 

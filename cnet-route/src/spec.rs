@@ -52,12 +52,19 @@ impl EndpointSpec {
         host_ifname(&self.container_id, &self.ifname)
     }
 
+    /// The owner tag stored as the host veth's alias: `cnet:<container_id>:<ifname>`. It lets
+    /// detach refuse to delete a link it does not own and GC list attachments.
+    pub fn owner_alias(&self) -> String {
+        owner_alias(&self.container_id, &self.ifname)
+    }
+
     /// Check what needs no kernel: ids, names, addresses, gateways, MTU.
     pub fn validate(&self) -> Result<(), Error> {
         if self.container_id.is_empty() {
             return Err(invalid("container_id", "must not be empty"));
         }
         validate_ifname(&self.ifname).map_err(|r| invalid("ifname", r))?;
+        validate_owner(&self.container_id, &self.ifname)?;
         if self.netns.as_os_str().is_empty() {
             return Err(invalid("netns", "must not be empty"));
         }
@@ -91,6 +98,45 @@ impl EndpointSpec {
         }
         Ok(())
     }
+}
+
+/// The alias prefix that marks host veths created by cnet-route.
+pub const OWNER_PREFIX: &str = "cnet:";
+
+/// `cnet:<container_id>:<ifname>`.
+pub fn owner_alias(container_id: &str, ifname: &str) -> String {
+    format!("{OWNER_PREFIX}{container_id}:{ifname}")
+}
+
+/// Parse an owner alias back into `(container_id, ifname)`.
+pub fn parse_owner_alias(alias: &str) -> Option<(String, String)> {
+    let rest = alias.strip_prefix(OWNER_PREFIX)?;
+    let (cid, ifname) = rest.rsplit_once(':')?;
+    if cid.is_empty() || validate_ifname(ifname).is_err() {
+        return None;
+    }
+    Some((cid.to_string(), ifname.to_string()))
+}
+
+/// Container ids must fit the kernel's 255-byte interface alias and contain no control
+/// characters (CNI allows `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; anything printable is accepted).
+pub(crate) fn validate_owner(container_id: &str, ifname: &str) -> Result<(), Error> {
+    if container_id.is_empty() {
+        return Err(invalid("container_id", "must not be empty"));
+    }
+    if container_id.chars().any(char::is_control) {
+        return Err(invalid(
+            "container_id",
+            "must not contain control characters",
+        ));
+    }
+    if owner_alias(container_id, ifname).len() > 255 {
+        return Err(invalid(
+            "container_id",
+            "too long (at most 244 bytes with the ifname)",
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn invalid(field: &str, reason: &str) -> Error {
@@ -202,6 +248,25 @@ mod tests {
             MacAddr([2, 0, 0, 0xab, 0, 1]).to_string(),
             "02:00:00:ab:00:01"
         );
+    }
+
+    #[test]
+    fn owner_alias_round_trips() {
+        let a = owner_alias("abc-1.2_3", "eth0");
+        assert_eq!(a, "cnet:abc-1.2_3:eth0");
+        assert_eq!(
+            parse_owner_alias(&a),
+            Some(("abc-1.2_3".into(), "eth0".into()))
+        );
+        assert_eq!(
+            parse_owner_alias("cnet:x:y:eth1"),
+            Some(("x:y".into(), "eth1".into()))
+        );
+        assert_eq!(parse_owner_alias("other"), None);
+        assert_eq!(parse_owner_alias("cnet::eth0"), None);
+        let mut s = spec();
+        s.container_id = "x".repeat(300);
+        assert!(s.validate().is_err());
     }
 
     #[test]

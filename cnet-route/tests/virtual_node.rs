@@ -588,3 +588,110 @@ fn invalid_specs_touch_nothing() {
     );
     assert_eq!(vn.snapshot(), baseline);
 }
+
+#[test]
+fn detach_leaves_links_it_does_not_own_alone() {
+    require_priv!();
+    let [c4, c6] = cidrs(1);
+    let (_ul, vn) = VirtualNode::single(&[&c4, &c6]);
+    let n = node(&vn);
+    let pod = vn.pod();
+    let s = spec(&pod, addrs(Fam::V4, 1, 10));
+    let host = s.host_ifname();
+    // A foreign link that happens to carry the derived name.
+    vn.ns.run(&[
+        "ip", "link", "add", &host, "type", "veth", "peer", "name", "foreign0",
+    ]);
+    let errs = TransparentMode::new().detach(&n, &s).expect_err("not ours");
+    assert!(
+        matches!(errs.0.as_slice(), [Error::NotOwned { .. }]),
+        "{errs}"
+    );
+    assert!(
+        vn.ns.ok(&["ip", "link", "show", &host]),
+        "foreign link kept"
+    );
+    let err = TransparentMode::new()
+        .attach(&n, &s)
+        .expect_err("name taken");
+    assert!(
+        matches!(
+            err,
+            Error::InterfaceExists {
+                side: Side::Node,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    vn.ns.run(&["ip", "link", "del", &host]);
+
+    // Our own link whose alias someone changed: check says so.
+    let mode = TransparentMode::new();
+    mode.attach(&n, &s).expect("attach");
+    vn.ns
+        .run(&["ip", "link", "set", &host, "alias", "someone-else"]);
+    let d = mode.check(&n, &s).expect("check");
+    assert!(
+        matches!(d.as_slice(), [Difference::OwnerMismatch { actual: Some(a), .. }] if a == "someone-else"),
+        "{d:?}"
+    );
+    vn.ns
+        .run(&["ip", "link", "set", &host, "alias", &s.owner_alias()]);
+    mode.detach(&n, &s).expect("detach");
+}
+
+#[test]
+fn gc_removes_exactly_the_stale_attachments() {
+    require_priv!();
+    let [c4, c6] = cidrs(1);
+    let (_ul, vn) = VirtualNode::single(&[&c4, &c6]);
+    let n = node(&vn);
+    let baseline = vn.snapshot();
+    let b = bridge_mode();
+    let t = TransparentMode::new();
+    let pods: Vec<NetNs> = (0..3).map(|_| vn.pod()).collect();
+    let specs: Vec<EndpointSpec> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| spec(p, addrs(Fam::Dual, 1, 30 + i as u8)))
+        .collect();
+    b.attach(&n, &specs[0]).expect("attach");
+    t.attach(&n, &specs[1]).expect("attach");
+    t.attach(&n, &specs[2]).expect("attach");
+    let mut listed = cnet_route::list_attachments(&n).expect("list");
+    listed.sort_by(|x, y| x.container_id.cmp(&y.container_id));
+    let mut want: Vec<(String, String, String)> = specs
+        .iter()
+        .map(|s| (s.container_id.clone(), s.ifname.clone(), s.host_ifname()))
+        .collect();
+    want.sort();
+    let got: Vec<(String, String, String)> = listed
+        .iter()
+        .map(|h| {
+            (
+                h.container_id.clone(),
+                h.ifname.clone(),
+                h.host_ifname.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    let keep = vec![(specs[1].container_id.clone(), "eth0".to_string())];
+    let removed = cnet_route::gc(&n, &keep).expect("gc");
+    assert_eq!(removed.len(), 2);
+    let left = cnet_route::list_attachments(&n).expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].container_id, specs[1].container_id);
+    assert_eq!(
+        t.check(&n, &specs[1]).expect("check"),
+        vec![],
+        "kept attachment intact"
+    );
+    assert!(!pods[0].ok(&["ip", "link", "show", "eth0"]));
+    t.detach(&n, &specs[1]).expect("detach");
+    assert_eq!(cnet_route::gc(&n, &[]).expect("gc of nothing"), vec![]);
+    b.remove_bridge(&n).expect("remove bridge");
+    assert_eq!(vn.snapshot(), baseline);
+}
