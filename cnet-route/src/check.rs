@@ -84,6 +84,8 @@ pub struct Observed {
     pub pod: Option<SideState>,
     /// Node sysctls: key and value (`None` when the key does not exist).
     pub sysctls: Vec<(String, Option<String>)>,
+    /// Pod interface sysctls, likewise (empty when the pod netns is missing).
+    pub pod_sysctls: Vec<(String, Option<String>)>,
 }
 
 /// One way the kernel's state differs from what the attachment needs.
@@ -385,9 +387,17 @@ pub fn diff(
             }
         }
     }
-    for s in &plan.sysctls {
-        let actual = observed
-            .sysctls
+    let pod_keys = if observed.pod.is_some() {
+        plan.pod_sysctls
+            .iter()
+            .map(|s| (s, &observed.pod_sysctls))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let node_keys = plan.sysctls.iter().map(|s| (s, &observed.sysctls));
+    for (s, values) in node_keys.chain(pod_keys) {
+        let actual = values
             .iter()
             .find(|(k, _)| *k == s.key)
             .and_then(|(_, v)| v.clone());
@@ -506,6 +516,11 @@ mod tests {
                 .iter()
                 .map(|s| (s.key.clone(), Some(format!("{}\n", s.value))))
                 .collect(),
+            pod_sysctls: plan
+                .pod_sysctls
+                .iter()
+                .map(|s| (s.key.clone(), Some(s.value.clone())))
+                .collect(),
         }
     }
 
@@ -591,6 +606,17 @@ mod tests {
                 ..
             }
         )));
+
+        let mut o = good.clone();
+        for s in &mut o.pod_sysctls {
+            if s.0.ends_with("accept_dad") {
+                s.1 = Some("1".into());
+            }
+        }
+        assert!(matches!(
+            diff(&plan, &o, Path::new("/p")).as_slice(),
+            [Difference::SysctlMismatch { key, .. }] if key == "net.ipv6.conf.eth0.accept_dad"
+        ));
 
         let mut o = good;
         o.pod = None;

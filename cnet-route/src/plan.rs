@@ -173,6 +173,8 @@ pub struct EndpointPlan {
     pub neighbours: Vec<NeighbourPlan>,
     /// Sysctls in the node namespace (global ones first).
     pub sysctls: Vec<SysctlPlan>,
+    /// Sysctls of the pod interface, in the pod namespace, set before it goes up.
+    pub pod_sysctls: Vec<SysctlPlan>,
     /// The gateway used per family, for the CNI result.
     pub gateways: Vec<IpAddr>,
 }
@@ -222,6 +224,37 @@ fn global_forwarding(spec: &EndpointSpec) -> Vec<SysctlPlan> {
             "net.ipv6.conf.all.forwarding".into(),
             "1",
             None,
+            false,
+        ));
+    }
+    out
+}
+
+/// Pod-side interface settings: no IPv6 DAD or router advertisements on the pod end (its
+/// routes are ours), and a gratuitous ARP when it comes up (a reused address with a new MAC
+/// is learned at once by the node and by pods on the same bridge).
+fn pod_sysctls(spec: &EndpointSpec) -> Vec<SysctlPlan> {
+    let p = spec.ifname.as_str();
+    let mut out = Vec::new();
+    if spec.addresses.iter().any(|a| a.is_ipv4()) {
+        out.push(sysctl(
+            format!("net.ipv4.conf.{p}.arp_notify"),
+            "1",
+            Some(p),
+            false,
+        ));
+    }
+    if spec.addresses.iter().any(|a| a.is_ipv6()) {
+        out.push(sysctl(
+            format!("net.ipv6.conf.{p}.accept_dad"),
+            "0",
+            Some(p),
+            false,
+        ));
+        out.push(sysctl(
+            format!("net.ipv6.conf.{p}.accept_ra"),
+            "0",
+            Some(p),
             false,
         ));
     }
@@ -331,6 +364,7 @@ pub fn plan_bridge(
         routes,
         neighbours: Vec::new(),
         sysctls,
+        pod_sysctls: pod_sysctls(spec),
         gateways,
     })
 }
@@ -450,6 +484,7 @@ pub fn plan_transparent(spec: &EndpointSpec, mtu: u32) -> Result<EndpointPlan, E
         routes,
         neighbours,
         sysctls,
+        pod_sysctls: pod_sysctls(spec),
         gateways,
     })
 }
@@ -602,6 +637,12 @@ mod tests {
             ]
         );
         assert_eq!(p.gateways, vec![ip("169.254.1.1")]);
+        let pod: Vec<String> = p
+            .pod_sysctls
+            .iter()
+            .map(|s| format!("{}={}", s.key, s.value))
+            .collect();
+        assert_eq!(pod, vec!["net.ipv4.conf.eth0.arp_notify=1"]);
     }
 
     #[test]
@@ -629,6 +670,14 @@ mod tests {
                 .any(|s| s.key == format!("net.ipv6.conf.{host}.accept_dad") && s.value == "0")
         );
         assert!(!p.sysctls.iter().any(|s| s.key.contains("ipv4")));
+        let pod: Vec<&str> = p.pod_sysctls.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(
+            pod,
+            vec![
+                "net.ipv6.conf.eth0.accept_dad",
+                "net.ipv6.conf.eth0.accept_ra"
+            ]
+        );
 
         let d = plan_transparent(&spec(&["10.1.0.5/24", "fd00:1::5/64"]), 1500).expect("plan");
         assert_eq!(d.routes_on(Side::Node).count(), 2);

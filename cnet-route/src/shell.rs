@@ -33,6 +33,32 @@ fn socket(side: Side) -> Result<std::os::fd::OwnedFd, Error> {
     route_socket().map_err(|source| Error::Setup { side, source })
 }
 
+/// On a thread of ours inside `home`: write sysctls inside `ns`, then come back.
+fn sysctls_in(ns: &Netns, home: &Netns, sysctls: &[SysctlPlan]) -> Result<(), Error> {
+    if sysctls.is_empty() {
+        return Ok(());
+    }
+    ns.enter()?;
+    let written = sysctls.iter().try_for_each(write_sysctl);
+    home.enter()?;
+    written
+}
+
+/// On a thread of ours inside `home`: read sysctls inside `ns`, then come back.
+fn read_sysctls_in(
+    ns: &Netns,
+    home: &Netns,
+    sysctls: &[SysctlPlan],
+) -> Result<Vec<(String, Option<String>)>, Error> {
+    ns.enter()?;
+    let values = sysctls
+        .iter()
+        .map(|s| (s.key.clone(), std::fs::read_to_string(s.proc_path()).ok()))
+        .collect();
+    home.enter()?;
+    Ok(values)
+}
+
 /// On a thread inside the node namespace: open a socket in `pod`, then come back.
 fn pod_socket(node: &Netns, pod: &Netns) -> Result<std::os::fd::OwnedFd, Error> {
     pod.enter()?;
@@ -62,7 +88,7 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
                 None => uplink_mtu(&node_nl, mode.uplink()).await?,
             };
             let plan = mode.plan(spec, mtu)?;
-            attach_plan(&node_nl, &pod_nl, &pod_ns, plan).await
+            attach_plan(&node_nl, &pod_nl, ns, &pod_ns, plan).await
         })
     })?
 }
@@ -129,6 +155,7 @@ async fn ensure_bridge(node: &Nl, b: &BridgePlan) -> Result<u32, Error> {
 async fn attach_plan(
     node: &Nl,
     pod: &Nl,
+    node_ns: &Netns,
     pod_ns: &Netns,
     plan: EndpointPlan,
 ) -> Result<Attachment, Error> {
@@ -165,7 +192,7 @@ async fn attach_plan(
     }
     // From here on the veth pair is ours: any failure deletes it (which also removes every
     // route, address and neighbour entry on either end).
-    match configure(node, pod, &plan).await {
+    match configure(node, pod, (node_ns, pod_ns), &plan).await {
         Ok(pod_ifindex) => Ok(Attachment {
             host_ifname: v.host.clone(),
             host_mac: v.host_mac,
@@ -194,7 +221,12 @@ async fn index(nl: &Nl, name: &str) -> Result<u32, Error> {
         })
 }
 
-async fn configure(node: &Nl, pod: &Nl, plan: &EndpointPlan) -> Result<u32, Error> {
+async fn configure(
+    node: &Nl,
+    pod: &Nl,
+    (node_ns, pod_ns): (&Netns, &Netns),
+    plan: &EndpointPlan,
+) -> Result<u32, Error> {
     let v = &plan.veth;
     let (host_index, pod_index) = futures::try_join!(index(node, &v.host), index(pod, &v.pod))?;
     let node_side = async {
@@ -212,6 +244,9 @@ async fn configure(node: &Nl, pod: &Nl, plan: &EndpointPlan) -> Result<u32, Erro
         Ok::<(), Error>(())
     };
     let pod_side = async {
+        // No await between entering the pod netns and coming back: the node-side future
+        // cannot run on this thread meanwhile.
+        sysctls_in(pod_ns, node_ns, &plan.pod_sysctls)?;
         pod.set_up(&v.pod, pod_index).await?;
         for a in plan.addresses.iter().filter(|a| a.side == Side::Pod) {
             pod.add_address(&a.ifname, pod_index, a.address, a.nodad, false)
@@ -353,13 +388,16 @@ pub(crate) fn check<M: IntraNode + ?Sized>(
     node: &Node,
     spec: &EndpointSpec,
 ) -> Result<Vec<Difference>, Error> {
-    mode.plan(spec, spec.mtu.unwrap_or(FALLBACK_MTU))?;
+    let keys = mode.plan(spec, spec.mtu.unwrap_or(FALLBACK_MTU))?;
     let ns = node.netns();
     ns.run(|| {
         let node_fd = socket(Side::Node)?;
-        let pod_fd = match Netns::open(&spec.netns) {
-            Ok(pod_ns) => Some(pod_socket(ns, &pod_ns)?),
-            Err(_) => None,
+        let (pod_fd, pod_sysctls) = match Netns::open(&spec.netns) {
+            Ok(pod_ns) => (
+                Some(pod_socket(ns, &pod_ns)?),
+                read_sysctls_in(&pod_ns, ns, &keys.pod_sysctls)?,
+            ),
+            Err(_) => (None, Vec::new()),
         };
         let rt = runtime(Side::Node)?;
         rt.block_on(async {
@@ -381,6 +419,7 @@ pub(crate) fn check<M: IntraNode + ?Sized>(
                     .iter()
                     .map(|s| (s.key.clone(), std::fs::read_to_string(s.proc_path()).ok()))
                     .collect(),
+                pod_sysctls,
             };
             if let Some(fd) = pod_fd {
                 let pod_nl = Nl::connect(fd, Side::Pod)?;

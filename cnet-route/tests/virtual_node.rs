@@ -104,6 +104,17 @@ fn same_node(mode: &dyn IntraNode, bridge: Option<&BridgeMode>, fam: Fam) {
         pa.run(&["ip", "link", "show", "eth0"])
             .contains(&att_a.pod_mac.to_string())
     );
+    let sysctl = |ns: &NetNs, k: &str| ns.run(&["sysctl", "-n", k]).trim().to_string();
+    if !matches!(fam, Fam::V4) {
+        // No DAD anywhere on the pod's interface: nothing is left tentative.
+        let a6 = pa.run(&["ip", "-6", "addr", "show", "dev", "eth0"]);
+        assert!(!a6.contains("tentative"), "{a6}");
+        assert_eq!(sysctl(&pa, "net.ipv6.conf.eth0.accept_dad"), "0");
+        assert_eq!(sysctl(&pa, "net.ipv6.conf.eth0.accept_ra"), "0");
+    }
+    if !matches!(fam, Fam::V6) {
+        assert_eq!(sysctl(&pa, "net.ipv4.conf.eth0.arp_notify"), "1");
+    }
 
     for (a, b) in ips(&sa).into_iter().zip(ips(&sb)) {
         let ttl = assert_ping(&pa, b, "pod a -> pod b");
