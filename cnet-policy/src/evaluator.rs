@@ -393,6 +393,31 @@ impl Evaluator {
         }
     }
 
+    /// Decide a connection from one endpoint to another by id, using the first address pair
+    /// of one family (IPv4 first). `None` when an endpoint is unknown or they share no family.
+    pub fn decide_between(
+        &self,
+        src: &EndpointId,
+        dst: &EndpointId,
+        protocol: Protocol,
+        dst_port: u16,
+    ) -> Option<Decision> {
+        let s = self.inventory.endpoints.get(src)?;
+        let d = self.inventory.endpoints.get(dst)?;
+        let pick = |v4: bool| {
+            let a = s.addresses.iter().find(|a| a.is_ipv4() == v4)?;
+            let b = d.addresses.iter().find(|a| a.is_ipv4() == v4)?;
+            Some((*a, *b))
+        };
+        let (src, dst) = pick(true).or_else(|| pick(false))?;
+        Some(self.decide(&Flow {
+            src,
+            dst,
+            protocol,
+            dst_port,
+        }))
+    }
+
     /// Decide a reply packet (from `original.dst` back to `original.src`) of a connection that
     /// `original` opened: allowed exactly when the original was (connection tracking).
     pub fn decide_reply(&self, original: &Flow) -> Decision {
@@ -561,5 +586,159 @@ fn port_matches(m: &PortMatch, flow: &Flow, dst_ep: Option<&Endpoint>) -> bool {
         PortSpec::Named(name) => dst_ep
             .and_then(|ep| ep.named_ports.get(name))
             .is_some_and(|np| np.port == flow.dst_port && np.protocol == flow.protocol),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn labels(kv: &[(&str, &str)]) -> Labels {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn label_operators() {
+        // Kubernetes label selectors: NotIn and DoesNotExist match objects without the key.
+        let l = labels(&[("app", "web")]);
+        let r = |key: &str, op: LabelOp| Requirement {
+            key: key.into(),
+            op,
+        };
+        assert!(r("app", LabelOp::In(set(&["web", "db"]))).matches(&l));
+        assert!(!r("app", LabelOp::In(set(&["db"]))).matches(&l));
+        assert!(!r("tier", LabelOp::In(set(&["db"]))).matches(&l));
+        assert!(r("tier", LabelOp::NotIn(set(&["db"]))).matches(&l));
+        assert!(!r("app", LabelOp::NotIn(set(&["web"]))).matches(&l));
+        assert!(r("app", LabelOp::Exists).matches(&l) && !r("tier", LabelOp::Exists).matches(&l));
+        assert!(
+            r("tier", LabelOp::DoesNotExist).matches(&l)
+                && !r("app", LabelOp::DoesNotExist).matches(&l)
+        );
+        assert_eq!(Selector::from_requirements(vec![]), Selector::All);
+    }
+
+    fn tier(default: TierDefault, actions: &[Action]) -> Tier {
+        let rules = actions
+            .iter()
+            .map(|a| Rule {
+                action: *a,
+                peers: PeerSet::Any,
+                ports: PortSet::Any,
+            })
+            .collect();
+        Tier {
+            name: format!("{default:?}"),
+            kind: TierKind::NetworkPolicy,
+            default,
+            policies: vec![Policy {
+                id: PolicyId {
+                    kind: PolicyKind::NetworkPolicy,
+                    namespace: Some("x".into()),
+                    name: "p".into(),
+                },
+                subject: EndpointSelector {
+                    namespaces: NamespaceMatch::Any,
+                    pods: Selector::All,
+                },
+                ingress: Some(rules),
+                egress: None,
+            }],
+        }
+    }
+
+    fn verdict(tiers: Vec<Tier>) -> (Verdict, SideReason, usize) {
+        let mut inv = Inventory::default();
+        inv.upsert_endpoint(Endpoint::new(
+            "x",
+            "a",
+            Labels::new(),
+            vec!["10.0.0.1".parse().expect("ip")],
+        ));
+        let e = Evaluator::new(PolicySet { tiers }, inv);
+        let d = e.decide(&Flow {
+            src: "10.0.0.9".parse().expect("ip"),
+            dst: "10.0.0.1".parse().expect("ip"),
+            protocol: Protocol::Tcp,
+            dst_port: 1,
+        });
+        (d.verdict, d.ingress.reason, d.ingress.logged.len())
+    }
+
+    #[test]
+    fn tiers_actions_and_defaults() {
+        // First matching rule decides; Log continues; Pass skips to the next tier; a tier's
+        // default applies when nothing in it decided; after the last tier, allow.
+        let (v, r, logs) = verdict(vec![tier(
+            TierDefault::Pass,
+            &[Action::Log, Action::Deny, Action::Allow],
+        )]);
+        assert_eq!((v, logs), (Verdict::Deny, 1));
+        assert!(matches!(r, SideReason::Rule(Action::Deny, _)));
+        let (v, r, _) = verdict(vec![tier(TierDefault::Deny, &[Action::Pass, Action::Deny])]);
+        assert_eq!(
+            v,
+            Verdict::Allow,
+            "Pass skipped the tier's rules and its default"
+        );
+        assert_eq!(r, SideReason::AllTiersPassed);
+        let (v, r, _) = verdict(vec![
+            tier(TierDefault::Pass, &[]),
+            tier(TierDefault::Deny, &[]),
+        ]);
+        assert_eq!(v, Verdict::Deny);
+        assert_eq!(r, SideReason::TierDefault("Deny".into()));
+        let (v, _, _) = verdict(vec![
+            tier(TierDefault::Pass, &[Action::Pass]),
+            tier(TierDefault::Pass, &[Action::Allow]),
+        ]);
+        assert_eq!(v, Verdict::Allow);
+    }
+
+    #[test]
+    fn decide_between_endpoints_by_id() {
+        let mut inv = Inventory::default();
+        inv.upsert_endpoint(Endpoint::new(
+            "x",
+            "a",
+            Labels::new(),
+            vec!["fd00::1".parse().expect("ip")],
+        ));
+        inv.upsert_endpoint(Endpoint::new(
+            "x",
+            "b",
+            Labels::new(),
+            vec![
+                "10.0.0.2".parse().expect("ip"),
+                "fd00::2".parse().expect("ip"),
+            ],
+        ));
+        let e = Evaluator::new(PolicySet::default(), inv);
+        let d = e
+            .decide_between(
+                &EndpointId::new("x", "a"),
+                &EndpointId::new("x", "b"),
+                Protocol::Udp,
+                53,
+            )
+            .expect("common family");
+        assert_eq!(d.flow.dst, "fd00::2".parse::<IpAddr>().expect("ip"));
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert!(
+            e.decide_between(
+                &EndpointId::new("x", "a"),
+                &EndpointId::new("x", "zz"),
+                Protocol::Udp,
+                53
+            )
+            .is_none()
+        );
     }
 }
