@@ -1,0 +1,843 @@
+//! The IO shell: writes change lists to the kernel over netlink (nftnl + mnl), one atomic
+//! batch per call, and keeps our tables equal to the desired IR across outside interference.
+//!
+//! # Transport
+//! The whole batch goes out in **one** `sendmsg` (all batch pages as iovecs) after the socket's
+//! send and receive buffers are enlarged to fit it and one ACK per message (as `nft` does;
+//! page-by-page sends fail for large batches). Every message asks for an ACK; replies are
+//! matched to messages by sequence number. The kernel processes a batch synchronously inside
+//! `sendmsg`, so all replies are queued when it returns. A rejected batch leaves nothing
+//! behind (the kernel aborts the whole transaction) and yields [`NftError::Rejected`] naming
+//! each failing change. ENOBUFS on receive, or missing ACKs, mean the batch may or may not have
+//! committed: [`NftError::UnknownOutcome`], and the next [`Programmer::sync`] replaces our
+//! tables whole.
+//!
+//! # Reconcile (detecting that someone touched our tables)
+//! We chose a cheap netlink check over reading rules back through the `nft` binary:
+//! 1. the ruleset **generation** (`NFT_MSG_GETGEN`, one round trip) is compared with the one
+//!    recorded right after our own last commit; if nobody committed since, nothing changed;
+//! 2. otherwise a **snapshot** of our tables is dumped — the table handle and the handles of
+//!    every chain, set and rule, plus each set's element count — and compared with the snapshot
+//!    expected from our last commit. A table deleted (`nft flush ruleset`, `delete table`) or
+//!    recreated (new handle), a chain flushed (rules gone), a rule added, replaced or deleted, a
+//!    set deleted or its elements added/removed by someone else all show up there;
+//! 3. any difference (or an earlier unknown outcome/failure) makes the next sync an atomic full
+//!    replacement of each of our tables (`add table; delete table; add table ...` in one batch).
+//!
+//! Not detected: someone replacing an element by a different one in the same commit (equal
+//! count) without touching anything else. Other users' commits to *other* tables only cost
+//! the snapshot dump on the next sync.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::RawFd;
+
+use nftnl::{Batch, MsgType};
+
+use super::NftError;
+use super::diff::{Change, ChangeList, diff};
+use super::ir::{Ruleset, TableId};
+use super::sys::{self, Msg, Parsed, family_number};
+use super::validate::validate;
+
+/// Kernel view of one of our tables, used to detect outside changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableSnapshot {
+    /// Table handle (changes when the table is deleted and recreated).
+    pub handle: u64,
+    /// Chain name → handle.
+    pub chains: BTreeMap<String, u64>,
+    /// Set name → handle.
+    pub sets: BTreeMap<String, u64>,
+    /// (chain, rule handle) in dump order.
+    pub rules: Vec<(String, u64)>,
+    /// Set name → number of kernel elements (interval sets count start and end elements).
+    pub elements: BTreeMap<String, usize>,
+}
+
+/// What a [`Programmer::sync`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    /// Nothing to do: the kernel already held the desired state.
+    NoChange,
+    /// A diff against the programmed state was applied.
+    Incremental,
+    /// Our tables were replaced whole (first sync, or drift / unknown outcome detected).
+    Full,
+}
+
+/// Result of one sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncReport {
+    /// What kind of batch was sent.
+    pub kind: SyncKind,
+    /// Number of IR-level changes in it.
+    pub changes: usize,
+    /// Whether outside changes to our tables were detected.
+    pub drift: bool,
+}
+
+/// Programs nftables in the network namespace of the thread that created it. Owns only the
+/// tables of the rulesets passed to [`Programmer::sync`].
+pub struct Programmer {
+    sock: Sock,
+    seq: u32,
+    programmed: Option<Ruleset>,
+    expected_gen: Option<u32>,
+    snapshots: BTreeMap<TableId, TableSnapshot>,
+}
+
+impl std::fmt::Debug for Programmer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Programmer")
+            .field("portid", &self.sock.portid())
+            .field(
+                "programmed_tables",
+                &self.programmed.as_ref().map(|r| r.tables.len()),
+            )
+            .field("expected_gen", &self.expected_gen)
+            .finish()
+    }
+}
+
+/// The netlink socket, movable across threads: it stays bound to the namespace it was
+/// opened in, whichever thread uses it.
+struct Sock(mnl::Socket);
+
+// SAFETY: an mnl_socket is a file descriptor plus its bound address; nothing in it is tied
+// to the creating thread, and Programmer methods take &mut self, so it is never used by two
+// threads at once.
+unsafe impl Send for Sock {}
+
+impl std::ops::Deref for Sock {
+    type Target = mnl::Socket;
+    fn deref(&self) -> &mnl::Socket {
+        &self.0
+    }
+}
+
+fn sock_err(op: &'static str) -> impl FnOnce(io::Error) -> NftError {
+    move |source| NftError::Socket { op, source }
+}
+
+fn fd_of(sock: &mnl::Socket) -> RawFd {
+    // SAFETY: the socket pointer is valid for the lifetime of `sock`.
+    unsafe { mnl::mnl_sys::mnl_socket_get_fd(sock.as_raw_socket()) }
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
+    // SAFETY: fd is an open socket; the option value is a live c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const i32).cast::<libc::c_void>(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Grow a socket buffer: SO_*BUFFORCE (needs CAP_NET_ADMIN, which programming nftables needs
+/// anyway), falling back to the capped SO_*BUF.
+fn grow_buffer(fd: RawFd, force: i32, plain: i32, bytes: usize) -> io::Result<()> {
+    let v = i32::try_from(bytes).unwrap_or(i32::MAX);
+    setsockopt_int(fd, libc::SOL_SOCKET, force, v)
+        .or_else(|_| setsockopt_int(fd, libc::SOL_SOCKET, plain, v))
+}
+
+fn open_socket() -> Result<Sock, NftError> {
+    let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(sock_err("open"))?;
+    let fd = fd_of(&sock);
+    // Error replies carry only the header of the failing message, not the whole message.
+    setsockopt_int(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
+        .map_err(sock_err("setsockopt NETLINK_CAP_ACK"))?;
+    grow_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, 1 << 20)
+        .map_err(sock_err("setsockopt SO_RCVBUF"))?;
+    // A reply that never comes must not hang the caller.
+    let tv = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    // SAFETY: fd is open; tv is a live timeval of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(NftError::Socket {
+            op: "setsockopt SO_RCVTIMEO",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(Sock(sock))
+}
+
+/// Bytes of receive buffer one ACK may cost (skb overhead included).
+const ACK_TRUESIZE: usize = 2048;
+/// Page size of batches: big pages, few iovecs.
+const BATCH_PAGE: u32 = 1 << 20;
+
+/// Aligned receive buffer (nlmsghdr alignment is 4; u64 gives 8).
+struct RecvBuf(Vec<u64>);
+
+impl RecvBuf {
+    fn new(bytes: usize) -> RecvBuf {
+        RecvBuf(vec![0u64; bytes.div_ceil(8)])
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.0.len() * 8;
+        // SAFETY: a u64 buffer viewed as bytes: same allocation, length in bytes, any bit
+        // pattern is valid for u8.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), len) }
+    }
+}
+
+/// Outcome of reading one reply datagram.
+enum Reply {
+    /// No datagram queued (non-blocking read).
+    Empty,
+    /// Parsed messages: (seq, errno or 0 for ACK) for NLMSG_ERROR, data messages, done flag.
+    Msgs {
+        acks: Vec<(u32, i32)>,
+        data: Vec<Parsed>,
+        done: bool,
+    },
+}
+
+impl Programmer {
+    /// Open a netfilter netlink socket in the calling thread's network namespace. The
+    /// programmer starts with an unknown programmed state: its first sync replaces our tables.
+    pub fn new() -> Result<Programmer, NftError> {
+        Ok(Programmer {
+            sock: open_socket()?,
+            seq: 0x4000_0000,
+            programmed: None,
+            expected_gen: None,
+            snapshots: BTreeMap::new(),
+        })
+    }
+
+    /// The ruleset last programmed successfully, if its state is known.
+    pub fn programmed(&self) -> Option<&Ruleset> {
+        self.programmed.as_ref()
+    }
+
+    /// Forget what is programmed: the next sync replaces our tables whole.
+    pub fn forget(&mut self) {
+        self.programmed = None;
+        self.expected_gen = None;
+        self.snapshots.clear();
+    }
+
+    /// Bring our tables to `desired` in one atomic batch: a diff when the kernel still holds
+    /// what we programmed, a full replacement otherwise (first call, drift, unknown outcome,
+    /// earlier failure). Tables we programmed before but that `desired` lacks are deleted.
+    pub fn sync(&mut self, desired: &Ruleset) -> Result<SyncReport, NftError> {
+        validate(desired)?;
+        let drift = self.detect_drift()?;
+        let changes = match (&self.programmed, drift) {
+            (Some(old), false) => diff(old, desired),
+            (old, _) => {
+                let mut cl = ChangeList::delete_tables(
+                    old.iter()
+                        .flat_map(|o| o.tables.keys())
+                        .filter(|id| !desired.tables.contains_key(*id)),
+                );
+                cl.changes.extend(ChangeList::replace_all(desired).changes);
+                cl
+            }
+        };
+        let kind = if drift || self.programmed.is_none() {
+            SyncKind::Full
+        } else if changes.is_empty() {
+            SyncKind::NoChange
+        } else {
+            SyncKind::Incremental
+        };
+        if changes.is_empty() {
+            return Ok(SyncReport {
+                kind,
+                changes: 0,
+                drift,
+            });
+        }
+        let gen_before = self.expected_gen;
+        if let Err(e) = self.apply(&changes) {
+            self.forget();
+            return Err(e);
+        }
+        self.programmed = Some(desired.clone());
+        self.after_commit(desired, &changes, gen_before)?;
+        Ok(SyncReport {
+            kind,
+            changes: changes.changes.len(),
+            drift,
+        })
+    }
+
+    /// Record generation and snapshots after a successful commit of ours.
+    fn after_commit(
+        &mut self,
+        desired: &Ruleset,
+        changes: &ChangeList,
+        gen_before: Option<u32>,
+    ) -> Result<(), NftError> {
+        let gen_after = self.generation()?;
+        if !changes.is_elements_only() || gen_before.is_none() {
+            self.snapshots.clear();
+            for id in desired.tables.keys() {
+                let snap = self.snapshot(id)?.unwrap_or_default();
+                self.snapshots.insert(id.clone(), snap);
+            }
+        } else {
+            // Element-only commit: handles are unchanged; element counts follow the IR.
+            for (id, t) in &desired.tables {
+                if let Some(s) = self.snapshots.get_mut(id) {
+                    for set in t.sets.values() {
+                        s.elements
+                            .insert(set.decl.name.clone(), sys::kernel_element_count(set));
+                    }
+                }
+            }
+        }
+        // Only our own commit happened in between: keep the fast path. Otherwise force a
+        // snapshot comparison on the next sync.
+        self.expected_gen = match gen_before {
+            Some(g) if g.wrapping_add(1) == gen_after => Some(gen_after),
+            None => Some(gen_after),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// Whether the kernel no longer holds what we programmed (or we do not know what it holds).
+    fn detect_drift(&mut self) -> Result<bool, NftError> {
+        let Some(programmed) = &self.programmed else {
+            return Ok(false);
+        };
+        let ids: Vec<TableId> = programmed.tables.keys().cloned().collect();
+        let gen_now = self.generation()?;
+        if self.expected_gen == Some(gen_now) {
+            return Ok(false);
+        }
+        for id in &ids {
+            let now = self.snapshot(id)?;
+            if now.as_ref() != self.snapshots.get(id) {
+                return Ok(true);
+            }
+        }
+        self.expected_gen = Some(gen_now);
+        Ok(false)
+    }
+
+    /// Apply a change list as one atomic batch. Does not update the programmed state; use
+    /// [`Programmer::sync`] for that.
+    pub fn apply(&mut self, changes: &ChangeList) -> Result<(), NftError> {
+        let mut msgs: Vec<(Msg, usize)> = Vec::with_capacity(changes.changes.len());
+        let mut set_id = 1u32;
+        for (i, c) in changes.changes.iter().enumerate() {
+            match c {
+                Change::AddTable(t) => msgs.push((sys::table(t, true), i)),
+                Change::DeleteTable(t) => msgs.push((sys::table(t, false), i)),
+                Change::AddChain { table, name, kind } => {
+                    msgs.push((sys::add_chain(table, name, *kind), i));
+                }
+                Change::FlushChain { table, chain } => {
+                    msgs.push((sys::flush_chain(table, chain), i))
+                }
+                Change::DeleteChain { table, chain } => {
+                    msgs.push((sys::delete_chain(table, chain), i));
+                }
+                Change::AddSet { table, decl } => {
+                    msgs.push((sys::set(table, decl, true, set_id), i));
+                    set_id += 1;
+                }
+                Change::DeleteSet { table, decl } => {
+                    msgs.push((sys::set(table, decl, false, 0), i))
+                }
+                Change::AddElements {
+                    table,
+                    decl,
+                    elements,
+                } => msgs.extend(
+                    sys::elems(table, decl, elements, true)
+                        .into_iter()
+                        .map(|m| (m, i)),
+                ),
+                Change::DeleteElements {
+                    table,
+                    decl,
+                    elements,
+                } => msgs.extend(
+                    sys::elems(table, decl, elements, false)
+                        .into_iter()
+                        .map(|m| (m, i)),
+                ),
+                Change::AddRule { table, chain, rule } => {
+                    msgs.push((sys::rule(table, chain, rule), i))
+                }
+            }
+        }
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        self.send_batch(&msgs, changes)
+    }
+
+    fn send_batch(&mut self, msgs: &[(Msg, usize)], changes: &ChangeList) -> Result<(), NftError> {
+        let mut batch = Batch::with_page_size(BATCH_PAGE);
+        for (m, _) in msgs {
+            batch.add(m, MsgType::Add);
+        }
+        let batch = batch.finalize();
+        let seqs = batch.sequence_numbers();
+        // With kernels >= 6.10 the batch begin/end messages are ACKed too.
+        let n_seqs = seqs.end.wrapping_sub(seqs.start) as usize;
+        let first_msg_seq = if n_seqs == msgs.len() + 2 {
+            seqs.start + 1
+        } else {
+            seqs.start
+        };
+        let pages: Vec<&[u8]> = batch.iter().collect();
+        let total: usize = pages.iter().map(|p| p.len()).sum();
+        let fd = fd_of(&self.sock);
+        self.drain()?;
+        grow_buffer(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, total + (1 << 16))
+            .map_err(sock_err("setsockopt SO_SNDBUF"))?;
+        grow_buffer(
+            fd,
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            (1 << 20).max(n_seqs * ACK_TRUESIZE),
+        )
+        .map_err(sock_err("setsockopt SO_RCVBUF"))?;
+        self.sendmsg(fd, &pages, total)?;
+
+        let mut pending: std::collections::BTreeSet<u32> = seqs.clone().collect();
+        let mut errors: Vec<(u32, i32)> = Vec::new();
+        let mut buf = RecvBuf::new(1 << 16);
+        let mut waited = false;
+        while !pending.is_empty() {
+            match self.recv(&mut buf, !waited) {
+                Ok(Reply::Empty) => {
+                    if waited {
+                        break;
+                    }
+                    waited = true;
+                    self.wait_readable(fd, 2000)?;
+                }
+                Ok(Reply::Msgs { acks, .. }) => {
+                    waited = false;
+                    for (seq, errno) in acks {
+                        pending.remove(&seq);
+                        if errno != 0 {
+                            errors.push((seq, errno));
+                        }
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.reopen();
+                    return Err(NftError::UnknownOutcome {
+                        reason: "ENOBUFS while reading the batch ACKs".into(),
+                    });
+                }
+                Err(e) => {
+                    self.reopen();
+                    return Err(NftError::UnknownOutcome {
+                        reason: format!("reading the batch ACKs: {e}"),
+                    });
+                }
+            }
+        }
+        if !errors.is_empty() {
+            let errno = errors[0].1;
+            let lines = errors
+                .iter()
+                .map(|(seq, errno)| {
+                    let what = seq
+                        .checked_sub(first_msg_seq)
+                        .and_then(|i| msgs.get(i as usize))
+                        .and_then(|(_, ci)| changes.changes.get(*ci))
+                        .map(|c| {
+                            let mut s = c.to_string();
+                            if s.len() > 200 {
+                                let cut = (0..=200)
+                                    .rev()
+                                    .find(|i| s.is_char_boundary(*i))
+                                    .unwrap_or(0);
+                                s.truncate(cut);
+                                s.push_str(" ...");
+                            }
+                            s
+                        })
+                        .unwrap_or_else(|| format!("batch message seq {seq}"));
+                    format!("{what}: {}", io::Error::from_raw_os_error(*errno))
+                })
+                .collect();
+            return Err(NftError::Rejected {
+                errors: lines,
+                errno,
+            });
+        }
+        if !pending.is_empty() {
+            self.reopen();
+            return Err(NftError::UnknownOutcome {
+                reason: format!("{} of {} ACKs missing", pending.len(), n_seqs),
+            });
+        }
+        Ok(())
+    }
+
+    fn sendmsg(&self, fd: RawFd, pages: &[&[u8]], total: usize) -> Result<(), NftError> {
+        let mut iov: Vec<libc::iovec> = pages
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        // SAFETY: zeroed sockaddr_nl/msghdr are valid (kernel address: pid 0, groups 0).
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: as above.
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_name = (&mut addr as *mut libc::sockaddr_nl).cast::<libc::c_void>();
+        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as u32;
+        mh.msg_iov = iov.as_mut_ptr();
+        mh.msg_iovlen = iov.len();
+        // SAFETY: mh points at live iovecs over the batch pages (borrowed for this call) and
+        // at a live address.
+        let n = unsafe { libc::sendmsg(fd, &mh, 0) };
+        if n < 0 {
+            return Err(NftError::Socket {
+                op: "sendmsg (batch)",
+                source: io::Error::last_os_error(),
+            });
+        }
+        if n as usize != total {
+            return Err(NftError::UnknownOutcome {
+                reason: format!("sendmsg sent {n} of {total} bytes"),
+            });
+        }
+        Ok(())
+    }
+
+    fn wait_readable(&self, fd: RawFd, ms: i32) -> Result<(), NftError> {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, ms) };
+        if rc < 0 {
+            return Err(NftError::Socket {
+                op: "poll",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Read one datagram (non-blocking when `nonblock`).
+    fn recv(&self, buf: &mut RecvBuf, nonblock: bool) -> io::Result<Reply> {
+        let fd = fd_of(&self.sock);
+        let bytes = buf.bytes_mut();
+        let flags = if nonblock { libc::MSG_DONTWAIT } else { 0 };
+        // SAFETY: bytes is a live, writable buffer of the given length.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                bytes.as_mut_ptr().cast::<libc::c_void>(),
+                bytes.len(),
+                flags,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(Reply::Empty);
+            }
+            return Err(e);
+        }
+        let mut acks = Vec::new();
+        let mut data = Vec::new();
+        let mut done = false;
+        for m in mnl::NlMessages::new(&bytes[..n as usize]) {
+            let m = m?;
+            // SAFETY: NlMessages yields complete, aligned messages of at least a header.
+            let hdr = unsafe { &*m.as_ptr().cast::<libc::nlmsghdr>() };
+            match i32::from(hdr.nlmsg_type) {
+                libc::NLMSG_ERROR => {
+                    let off = std::mem::size_of::<libc::nlmsghdr>();
+                    let err = m
+                        .get(off..off + 4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(-libc::EPROTO);
+                    acks.push((hdr.nlmsg_seq, -err));
+                }
+                libc::NLMSG_DONE => done = true,
+                _ => data.extend(sys::parse(m)),
+            }
+        }
+        Ok(Reply::Msgs { acks, data, done })
+    }
+
+    /// Discard anything queued (replies to an earlier, abandoned exchange).
+    fn drain(&mut self) -> Result<(), NftError> {
+        let mut buf = RecvBuf::new(1 << 16);
+        loop {
+            match self.recv(&mut buf, true) {
+                Ok(Reply::Empty) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => {
+                    self.reopen();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Ok(s) = open_socket() {
+            self.sock = s;
+        }
+    }
+
+    /// One request; collects data messages until its ACK (or DONE for dumps).
+    fn request(
+        &mut self,
+        msg_type: i32,
+        family: u16,
+        dump: bool,
+        table: Option<&str>,
+        what: &str,
+    ) -> Result<Result<Vec<Parsed>, i32>, NftError> {
+        self.drain()?;
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut req = RecvBuf::new(8192);
+        let len = sys::get_request(req.bytes_mut(), msg_type, family, dump, table, seq);
+        let bytes = &req.bytes_mut()[..len];
+        self.sock.send(bytes).map_err(sock_err("send (request)"))?;
+        let mut out = Vec::new();
+        let mut buf = RecvBuf::new(1 << 16);
+        let rb = |reason: String| NftError::ReadBack {
+            what: what.to_string(),
+            reason,
+        };
+        loop {
+            match self.recv(&mut buf, false).map_err(|e| rb(e.to_string()))? {
+                Reply::Empty => return Err(rb("no reply".into())),
+                Reply::Msgs { acks, data, done } => {
+                    out.extend(data);
+                    for (s, errno) in acks {
+                        if s == seq {
+                            if errno != 0 {
+                                return Ok(Err(errno));
+                            }
+                            if !dump {
+                                return Ok(Ok(out));
+                            }
+                        }
+                    }
+                    if done && dump {
+                        // The ACK of a dump follows DONE; read it if queued, then stop.
+                        let _ = self.recv(&mut buf, true);
+                        return Ok(Ok(out));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The ruleset generation: it changes with every committed batch, from anyone.
+    pub fn generation(&mut self) -> Result<u32, NftError> {
+        let r = self.request(
+            libc::NFT_MSG_GETGEN,
+            libc::AF_UNSPEC as u16,
+            false,
+            None,
+            "generation",
+        )?;
+        let items = r.map_err(|errno| NftError::ReadBack {
+            what: "generation".into(),
+            reason: io::Error::from_raw_os_error(errno).to_string(),
+        })?;
+        items
+            .into_iter()
+            .find_map(|p| match p {
+                Parsed::Gen(g) => Some(g),
+                Parsed::Obj { .. } => None,
+            })
+            .ok_or_else(|| NftError::ReadBack {
+                what: "generation".into(),
+                reason: "no NEWGEN message in the reply".into(),
+            })
+    }
+
+    /// Whether a table exists.
+    pub fn table_exists(&mut self, id: &TableId) -> Result<bool, NftError> {
+        Ok(self.table_handle(id)?.is_some())
+    }
+
+    fn table_handle(&mut self, id: &TableId) -> Result<Option<u64>, NftError> {
+        let what = format!("table {id}");
+        match self.request(
+            libc::NFT_MSG_GETTABLE,
+            family_number(id.family),
+            false,
+            Some(&id.name),
+            &what,
+        )? {
+            Err(errno) if errno == libc::ENOENT => Ok(None),
+            Err(errno) => Err(NftError::ReadBack {
+                what,
+                reason: io::Error::from_raw_os_error(errno).to_string(),
+            }),
+            Ok(items) => Ok(items.into_iter().find_map(|p| match p {
+                Parsed::Obj {
+                    kind: "table",
+                    handle,
+                    ..
+                } => Some(handle),
+                _ => None,
+            })),
+        }
+    }
+
+    fn dump(
+        &mut self,
+        msg_type: i32,
+        id: &TableId,
+        kind: &str,
+    ) -> Result<Vec<(String, u64)>, NftError> {
+        let what = format!("{kind}s of table {id}");
+        let fam = u32::from(family_number(id.family));
+        match self.request(
+            msg_type,
+            family_number(id.family),
+            true,
+            Some(&id.name),
+            &what,
+        )? {
+            Err(errno) if errno == libc::ENOENT => Ok(Vec::new()),
+            Err(errno) => Err(NftError::ReadBack {
+                what,
+                reason: io::Error::from_raw_os_error(errno).to_string(),
+            }),
+            Ok(items) => Ok(items
+                .into_iter()
+                .filter_map(|p| match p {
+                    Parsed::Obj {
+                        kind: k,
+                        family,
+                        table,
+                        name,
+                        handle,
+                    } if k == kind && family == fam && table == id.name => Some((name, handle)),
+                    _ => None,
+                })
+                .collect()),
+        }
+    }
+
+    /// Read our table's structure back from the kernel (`None` when the table is gone).
+    pub fn snapshot(&mut self, id: &TableId) -> Result<Option<TableSnapshot>, NftError> {
+        let Some(handle) = self.table_handle(id)? else {
+            return Ok(None);
+        };
+        let chains = self
+            .dump(libc::NFT_MSG_GETCHAIN, id, "chain")?
+            .into_iter()
+            .collect();
+        let sets: BTreeMap<String, u64> = self
+            .dump(libc::NFT_MSG_GETSET, id, "set")?
+            .into_iter()
+            .collect();
+        let rules = self.dump(libc::NFT_MSG_GETRULE, id, "rule")?;
+        let mut elements = BTreeMap::new();
+        for name in sets.keys() {
+            let n = self.count_elements(id, name)?;
+            elements.insert(name.clone(), n);
+        }
+        Ok(Some(TableSnapshot {
+            handle,
+            chains,
+            sets,
+            rules,
+            elements,
+        }))
+    }
+
+    fn count_elements(&mut self, id: &TableId, set: &str) -> Result<usize, NftError> {
+        self.drain()?;
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut req = RecvBuf::new(8192);
+        let len = sys::get_elems_request(req.bytes_mut(), id, set, seq);
+        self.sock
+            .send(&req.bytes_mut()[..len])
+            .map_err(sock_err("send (element dump)"))?;
+        let what = format!("elements of set {set} in table {id}");
+        let mut buf = RecvBuf::new(1 << 17);
+        let mut count = 0usize;
+        loop {
+            let bytes = buf.bytes_mut();
+            // SAFETY: live writable buffer.
+            let n = unsafe {
+                libc::recv(
+                    fd_of(&self.sock),
+                    bytes.as_mut_ptr().cast::<libc::c_void>(),
+                    bytes.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(NftError::ReadBack {
+                    what,
+                    reason: io::Error::last_os_error().to_string(),
+                });
+            }
+            for m in mnl::NlMessages::new(&bytes[..n as usize]) {
+                let m = m.map_err(|e| NftError::ReadBack {
+                    what: what.clone(),
+                    reason: e.to_string(),
+                })?;
+                // SAFETY: complete aligned message.
+                let hdr = unsafe { &*m.as_ptr().cast::<libc::nlmsghdr>() };
+                match i32::from(hdr.nlmsg_type) {
+                    libc::NLMSG_DONE => {
+                        let _ = self.recv(&mut RecvBuf::new(4096), true);
+                        return Ok(count);
+                    }
+                    libc::NLMSG_ERROR => {
+                        let off = std::mem::size_of::<libc::nlmsghdr>();
+                        let err = m
+                            .get(off..off + 4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(-libc::EPROTO);
+                        if hdr.nlmsg_seq == seq && err != 0 {
+                            return Err(NftError::ReadBack {
+                                what,
+                                reason: io::Error::from_raw_os_error(-err).to_string(),
+                            });
+                        }
+                    }
+                    _ => count += sys::count_elems(m),
+                }
+            }
+        }
+    }
+}
