@@ -96,7 +96,7 @@ impl Pool {
         last: Vec<Option<IpAddr>>,
     ) -> Result<Self> {
         let mut pool = Pool::new(sets);
-        pool.load_snapshot(&Snapshot { leases, last })
+        pool.load_snapshot(Snapshot { leases, last })
             .map_err(|r| IpamError::config("leases", r))?;
         Ok(pool)
     }
@@ -362,13 +362,13 @@ impl Pool {
     }
 
     /// Load a snapshot into an empty pool.
-    pub(crate) fn load_snapshot(&mut self, snap: &Snapshot) -> std::result::Result<(), String> {
-        for l in &snap.leases {
-            self.insert_lease(l.clone())?;
+    pub(crate) fn load_snapshot(&mut self, snap: Snapshot) -> std::result::Result<(), String> {
+        for l in snap.leases {
+            self.insert_lease(l)?;
         }
-        for (i, l) in snap.last.iter().enumerate() {
+        for (i, l) in snap.last.into_iter().enumerate() {
             if let Some(slot) = self.last.get_mut(i) {
-                *slot = *l;
+                *slot = l;
             }
         }
         Ok(())

@@ -254,7 +254,8 @@ impl DiskAllocator {
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut bytes).map_err(io_err("read", path))?;
         let d = journal::decode(&bytes).map_err(|e| self.corrupt(e.record, e.reason))?;
-        let mut records = d.records.iter();
+        let count = d.records.len() as u64;
+        let mut records = d.records.into_iter();
         let mut pool = Pool::new(self.sets.clone());
         match records.next() {
             Some(Record::Snapshot {
@@ -262,14 +263,11 @@ impl DiskAllocator {
                 leases,
                 last,
             }) => {
-                if *format != journal::FORMAT {
+                if format != journal::FORMAT {
                     return Err(self.corrupt(1, format!("unknown format {format}")));
                 }
-                pool.load_snapshot(&Snapshot {
-                    leases: leases.clone(),
-                    last: last.clone(),
-                })
-                .map_err(|r| self.corrupt(1, r))?;
+                pool.load_snapshot(Snapshot { leases, last })
+                    .map_err(|r| self.corrupt(1, r))?;
             }
             Some(Record::Commit { .. }) => {
                 return Err(self.corrupt(1, "journal does not start with a snapshot"));
@@ -277,7 +275,7 @@ impl DiskAllocator {
             None => return Err(self.corrupt(1, "journal has no complete record")),
         }
         for (k, rec) in records.enumerate() {
-            apply_commit(&mut pool, rec).map_err(|r| self.corrupt(k as u64 + 2, r))?;
+            apply_commit(&mut pool, &rec).map_err(|r| self.corrupt(k as u64 + 2, r))?;
         }
         Ok(Loaded {
             pool,
@@ -287,7 +285,7 @@ impl DiskAllocator {
                 ino: meta.ino(),
                 valid_len: d.consumed as u64,
                 file_len: meta.len(),
-                records: d.records.len() as u64,
+                records: count,
             }),
         })
     }
