@@ -5,8 +5,12 @@
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ipnetwork::IpNetwork;
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -74,12 +78,16 @@ impl Nl {
     /// Create the veth pair with the pod end directly in `pod_ns` (one RTM_NEWLINK). The pod
     /// end is created down: the kernel refuses to open a veth peer before the pair is linked
     /// (ENOTCONN), so it is set up afterwards. EEXIST is returned raw for the caller.
+    ///
+    /// The request carries NLM_F_ECHO: kernels that honour it (6.3+) send the new host link
+    /// back, whose IFLA_LINK is the pod end's index, so no lookup is needed. Returns
+    /// `(host index, pod index)` when echoed.
     pub(crate) async fn create_veth(
         &self,
         v: &VethPlan,
         master: Option<u32>,
         pod_ns: BorrowedFd<'_>,
-    ) -> Result<(), rtnetlink::Error> {
+    ) -> Result<Option<(u32, u32)>, rtnetlink::Error> {
         let peer = LinkUnspec::new_with_name(&v.pod)
             .mtu(v.mtu)
             .address(v.pod_mac.0.to_vec())
@@ -92,7 +100,32 @@ impl Nl {
         if let Some(m) = master {
             b = b.controller(m);
         }
-        self.h.link().add(b.build()).execute().await
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(b.build()));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+        let mut responses = self.h.clone().request(req)?;
+        let mut indexes = None;
+        while let Some(m) = responses.next().await {
+            match m.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(rtnetlink::Error::NetlinkError(e));
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    let named = l
+                        .attributes
+                        .iter()
+                        .any(|a| matches!(a, LinkAttribute::IfName(n) if *n == v.host));
+                    let peer = l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Link(i) => Some(*i),
+                        _ => None,
+                    });
+                    if let (true, Some(peer)) = (named, peer) {
+                        indexes = Some((l.header.index, peer));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(indexes)
     }
 
     /// Create the bridge (down); EEXIST is returned to the caller.
@@ -320,16 +353,34 @@ impl Nl {
         Ok(out)
     }
 
-    /// The index of the link carrying the default route (IPv4 first, then IPv6).
+    /// The index of the link that carries traffic to the world: a route *lookup* (no dump,
+    /// so its cost does not grow with the node's per-pod routes) for a documentation
+    /// address (192.0.2.1, then 2001:db8::1), which only the default route covers.
     pub(crate) async fn default_route_link(&self) -> Result<Option<u32>, Error> {
-        let routes = self.routes().await?;
-        let oif = |v6: bool| {
-            routes
-                .iter()
-                .find(|r| r.destination.prefix() == 0 && r.destination.is_ipv6() == v6)
-                .and_then(|r| r.oif)
-        };
-        Ok(oif(false).or_else(|| oif(true)))
+        let probes = [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .destination_prefix(std::net::Ipv4Addr::new(192, 0, 2, 1), 32)
+                .build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(
+                    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+                    128,
+                )
+                .build(),
+        ];
+        for msg in probes {
+            let mut s = self.h.route().get(msg).execute();
+            // No route (ENETUNREACH) is not an error here: try the next family.
+            if let Ok(Some(m)) = s.try_next().await
+                && let Some(oif) = m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })
+            {
+                return Ok(Some(oif));
+            }
+        }
+        Ok(None)
     }
 
     /// Everything of interest in this namespace, for CHECK.

@@ -170,29 +170,32 @@ async fn attach_plan(
     let v = &plan.veth;
     // The host end is created down: per-interface sysctls (accept_dad) must be set before it
     // goes up, and its owner alias is set in the same request that sets it up.
-    if let Err(e) = node.create_veth(v, master, pod_ns.as_fd()).await {
-        if nl_errno(&e) == Some(libc::EEXIST) {
-            let side = if node.link(&v.host).await?.is_some() {
-                Side::Node
-            } else {
-                Side::Pod
-            };
-            let name = if side == Side::Node { &v.host } else { &v.pod };
-            return Err(Error::InterfaceExists {
-                name: name.clone(),
-                side,
+    let echoed = match node.create_veth(v, master, pod_ns.as_fd()).await {
+        Ok(indexes) => indexes,
+        Err(e) => {
+            if nl_errno(&e) == Some(libc::EEXIST) {
+                let side = if node.link(&v.host).await?.is_some() {
+                    Side::Node
+                } else {
+                    Side::Pod
+                };
+                let name = if side == Side::Node { &v.host } else { &v.pod };
+                return Err(Error::InterfaceExists {
+                    name: name.clone(),
+                    side,
+                });
+            }
+            return Err(Error::Interface {
+                name: v.host.clone(),
+                side: Side::Node,
+                op: "create veth pair",
+                source: Box::new(e),
             });
         }
-        return Err(Error::Interface {
-            name: v.host.clone(),
-            side: Side::Node,
-            op: "create veth pair",
-            source: Box::new(e),
-        });
-    }
+    };
     // From here on the veth pair is ours: any failure deletes it (which also removes every
     // route, address and neighbour entry on either end).
-    match configure(node, pod, (node_ns, pod_ns), &plan).await {
+    match configure(node, pod, (node_ns, pod_ns), &plan, echoed).await {
         Ok(pod_ifindex) => Ok(Attachment {
             host_ifname: v.host.clone(),
             host_mac: v.host_mac,
@@ -226,9 +229,13 @@ async fn configure(
     pod: &Nl,
     (node_ns, pod_ns): (&Netns, &Netns),
     plan: &EndpointPlan,
+    echoed: Option<(u32, u32)>,
 ) -> Result<u32, Error> {
     let v = &plan.veth;
-    let (host_index, pod_index) = futures::try_join!(index(node, &v.host), index(pod, &v.pod))?;
+    let (host_index, pod_index) = match echoed {
+        Some(indexes) => indexes,
+        None => futures::try_join!(index(node, &v.host), index(pod, &v.pod))?,
+    };
     let node_side = async {
         for s in plan.sysctls.iter().filter(|s| s.interface.is_some()) {
             write_sysctl(s)?;
