@@ -131,8 +131,8 @@ pub struct PreparedRecord {
     pub inventory: Inventory,
     /// Probes to run.
     pub probes: Vec<PreparedProbe>,
-    /// Probes that could not be prepared, with the reason (counted as skipped).
-    pub skipped_probes: Vec<(ProbeInput, String)>,
+    /// Probes that could not be prepared, each with the reason (counted as skipped).
+    pub skipped_probes: Vec<String>,
 }
 
 /// The result of preparing one record.
@@ -210,8 +210,17 @@ fn prepare_inner(
             used.insert(parse_ip(ip, &format!("pod {}/{} ip", p.namespace, p.name))?);
         }
     }
-    for pr in &rec.probes {
-        for a in pr.src_ip.iter().chain(pr.dst_ip.iter()) {
+    for pr in rec.probe_inputs().into_iter().flatten() {
+        let named = [&pr.from, &pr.to]
+            .into_iter()
+            .filter_map(|s| s.strip_prefix("ip:"));
+        for a in pr
+            .src_ip
+            .iter()
+            .map(String::as_str)
+            .chain(pr.dst_ip.iter().map(String::as_str))
+            .chain(named)
+        {
             if let Ok(a) = a.trim().parse::<IpAddr>() {
                 used.insert(a);
             }
@@ -378,10 +387,14 @@ fn prepare_inner(
         .collect();
     let mut probes = Vec::new();
     let mut skipped_probes = Vec::new();
-    for pr in &rec.probes {
-        match prepare_probe(pr, &pods, &pod_index) {
+    for pr in rec.probe_inputs() {
+        let prepared = pr.and_then(|pr| {
+            prepare_probe(&pr, &pods, &pod_index)
+                .map_err(|e| format!("{} -> {}:{}: {e}", pr.from, pr.to, pr.port))
+        });
+        match prepared {
             Ok(p) => probes.push(p),
-            Err(reason) => skipped_probes.push((pr.clone(), reason)),
+            Err(reason) => skipped_probes.push(reason),
         }
     }
     Ok(PreparedRecord {
@@ -765,11 +778,8 @@ pub fn run_record(input: &RecordInput, oracle: &mut dyn Oracle, opts: &RunOption
             .map(|r| format!("rejected as the API server would: {r}"))
             .collect(),
     };
-    for (p, why) in &prep.skipped_probes {
-        report.notes.push(format!(
-            "probe {} -> {}:{} skipped: {why}",
-            p.from, p.to, p.port
-        ));
+    for why in &prep.skipped_probes {
+        report.notes.push(format!("probe skipped: {why}"));
     }
     let results = match oracle.run(&prep) {
         Ok(r) if r.len() == prep.probes.len() => r,

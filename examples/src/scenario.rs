@@ -38,15 +38,28 @@ pub struct Record {
     /// Kubernetes API objects (JSON).
     #[serde(default)]
     pub policies: Vec<Value>,
-    /// Probes.
+    /// Probes, kept raw so that one malformed probe is skipped alone (see [`Record::probe_inputs`]).
     #[serde(default)]
-    pub probes: Vec<ProbeInput>,
+    pub probes: Vec<Value>,
     /// The record carries values the API would reject.
     #[serde(default)]
     pub api_invalid: bool,
     /// Free-form notes.
     #[serde(default)]
     pub notes: Value,
+}
+
+impl Record {
+    /// The probes, each parsed on its own: a malformed probe is an `Err` with the reason.
+    pub fn probe_inputs(&self) -> Vec<Result<ProbeInput, String>> {
+        self.probes
+            .iter()
+            .map(|v| {
+                serde_json::from_value::<ProbeInput>(v.clone())
+                    .map_err(|e| format!("probe {v}: {e}"))
+            })
+            .collect()
+    }
 }
 
 /// A pod of a record.
