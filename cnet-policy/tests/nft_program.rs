@@ -308,6 +308,12 @@ fn pods_coming_and_going_are_element_only_batches() {
     );
     // Syncing the same state again is a no-op.
     assert_eq!(p.sync(&old).unwrap().kind, SyncKind::NoChange);
+    // Someone else committing elsewhere makes us compare snapshots: still no drift, also
+    // after element-only updates (element counts follow the IR).
+    p.sync(&new).unwrap();
+    ns.run(&["nft", "add", "table", "ip", "someone_else"]);
+    let r = p.sync(&new).unwrap();
+    assert_eq!((r.kind, r.drift), (SyncKind::NoChange, false));
 }
 
 #[test]

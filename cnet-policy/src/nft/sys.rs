@@ -975,10 +975,9 @@ pub fn count_elems(msg: &[u8]) -> usize {
         if sys::nftnl_set_elems_nlmsg_parse(nlh, s) >= 0 {
             let it = sys::nftnl_set_elems_iter_create(s);
             if !it.is_null() {
-                let mut e = sys::nftnl_set_elems_iter_cur(it);
-                while !e.is_null() {
+                // iter_next returns the current element and advances (NULL at the end).
+                while !sys::nftnl_set_elems_iter_next(it).is_null() {
                     n += 1;
-                    e = sys::nftnl_set_elems_iter_next(it);
                 }
                 sys::nftnl_set_elems_iter_destroy(it);
             }
