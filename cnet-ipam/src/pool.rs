@@ -17,7 +17,7 @@ use crate::types::{AllocationRequest, Lease, LeasedAddress, Owner, PoolStatus, R
 
 /// One change to the lease table; what the disk store journals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Event {
     /// A lease was taken; `last` is the new last-reserved address per range set.
     Allocate {

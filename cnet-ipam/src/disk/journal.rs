@@ -17,9 +17,10 @@ use crate::types::Lease;
 /// Format version written in snapshots.
 pub(crate) const FORMAT: u32 = 1;
 
-/// One journal line.
+/// One journal line. Externally tagged (`{"snapshot": {...}}`), which serde decodes in one
+/// streaming pass; an internally tagged enum would buffer a whole snapshot first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Record {
     /// The whole state; only as the first record.
     Snapshot {
