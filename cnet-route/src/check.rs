@@ -28,6 +28,8 @@ pub struct ObservedLink {
     pub mac: Option<MacAddr>,
     /// Interface alias (cnet-route stores the owner there).
     pub alias: Option<String>,
+    /// Link kind (`veth`, `bridge`, …) when the kernel reports one.
+    pub kind: Option<String>,
 }
 
 /// A route as read from the kernel (main table).
@@ -467,6 +469,7 @@ mod tests {
                 master: None,
                 mac,
                 alias: None,
+                kind: None,
             });
             next
         };

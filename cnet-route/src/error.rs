@@ -131,6 +131,14 @@ pub enum Error {
         /// The alias found on the link.
         found: Option<String>,
     },
+    /// The interface named as the node bridge exists but is not a bridge.
+    #[error("interface {name:?}: exists but is not a bridge (kind {kind:?})")]
+    NotABridge {
+        /// Interface name.
+        name: String,
+        /// Its kind.
+        kind: Option<String>,
+    },
     /// An interface this call created disappeared before it was configured.
     #[error("interface {name:?} ({side}): disappeared while being configured")]
     Vanished {

@@ -84,8 +84,8 @@ pub struct HostLink {
 /// Attaches pods to a node. Implementations differ only in their [`plan`](Self::plan); the
 /// provided methods execute, tear down and verify that plan over netlink.
 ///
-/// Do not call these from inside an async runtime's worker: they block (each builds its
-/// own current-thread runtime on a dedicated thread).
+/// They block the calling thread (the work runs on a dedicated thread with its own
+/// current-thread runtime); from async code, call them through `spawn_blocking`.
 pub trait IntraNode: Sync {
     /// The pure plan for `spec` with the given MTU.
     fn plan(&self, spec: &EndpointSpec, mtu: u32) -> Result<EndpointPlan, Error>;

@@ -13,7 +13,7 @@ use rtnetlink::packet_core::{
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -407,6 +407,7 @@ fn observed_link(m: &LinkMessage) -> ObservedLink {
         master: None,
         mac: None,
         alias: None,
+        kind: None,
     };
     for a in &m.attributes {
         match a {
@@ -414,6 +415,12 @@ fn observed_link(m: &LinkMessage) -> ObservedLink {
             LinkAttribute::Mtu(v) => l.mtu = *v,
             LinkAttribute::Controller(c) => l.master = Some(*c),
             LinkAttribute::IfAlias(a) => l.alias = Some(a.clone()),
+            LinkAttribute::LinkInfo(infos) => {
+                l.kind = infos.iter().find_map(|i| match i {
+                    LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                });
+            }
             LinkAttribute::Address(b) if b.len() == 6 => {
                 let mut mac = [0u8; 6];
                 mac.copy_from_slice(b);
@@ -423,15 +430,6 @@ fn observed_link(m: &LinkMessage) -> ObservedLink {
         }
     }
     l
-}
-
-/// Whether the link message describes a bridge.
-#[allow(dead_code)]
-pub(crate) fn is_bridge(m: &LinkMessage) -> bool {
-    m.attributes.iter().any(|a| {
-        matches!(a, LinkAttribute::LinkInfo(infos)
-            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
-    })
 }
 
 fn route_ip(a: &RouteAddress) -> Option<IpAddr> {

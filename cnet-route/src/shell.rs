@@ -142,6 +142,12 @@ async fn ensure_bridge(node: &Nl, b: &BridgePlan) -> Result<u32, Error> {
             })?
         }
     };
+    if link.kind.as_deref() != Some("bridge") {
+        return Err(Error::NotABridge {
+            name: b.name.clone(),
+            kind: link.kind,
+        });
+    }
     if !link.up {
         node.set_up(&b.name, link.index).await?;
     }

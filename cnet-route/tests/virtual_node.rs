@@ -706,3 +706,25 @@ fn gc_removes_exactly_the_stale_attachments() {
     b.remove_bridge(&n).expect("remove bridge");
     assert_eq!(vn.snapshot(), baseline);
 }
+
+#[test]
+fn a_non_bridge_under_the_bridge_name_is_refused() {
+    require_priv!();
+    let [c4, c6] = cidrs(1);
+    let (_ul, vn) = VirtualNode::single(&[&c4, &c6]);
+    let n = node(&vn);
+    let b = bridge_mode();
+    vn.ns.run(&[
+        "ip", "link", "add", &b.bridge, "type", "veth", "peer", "name", "other0",
+    ]);
+    let baseline = vn.snapshot();
+    let pod = vn.pod();
+    let s = spec(&pod, addrs(Fam::V4, 1, 10));
+    let err = b.attach(&n, &s).expect_err("not a bridge");
+    assert!(
+        matches!(&err, Error::NotABridge { kind: Some(k), .. } if k == "veth"),
+        "{err}"
+    );
+    assert_eq!(vn.snapshot(), baseline);
+    assert!(!pod.ok(&["ip", "link", "show", "eth0"]));
+}
