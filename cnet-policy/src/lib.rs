@@ -31,6 +31,7 @@
 //! [`validate`] (API-server validation with field paths), [`model`] (the normalised tiers the
 //! evaluator and the nftables compiler consume), [`normalize`], [`endpoint`], [`evaluator`].
 
+pub mod admin;
 pub mod api;
 pub mod endpoint;
 pub mod error;

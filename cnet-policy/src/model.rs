@@ -36,8 +36,12 @@ pub struct PolicySet {
 /// Where a tier's policies come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TierKind {
+    /// `policy.networking.k8s.io` AdminNetworkPolicy (before NetworkPolicy).
+    AdminNetworkPolicy,
     /// Kubernetes `networking.k8s.io/v1` NetworkPolicy.
     NetworkPolicy,
+    /// `policy.networking.k8s.io` BaselineAdminNetworkPolicy (after NetworkPolicy).
+    BaselineAdminNetworkPolicy,
 }
 
 /// What a tier does for an endpoint it selects when none of its rules decides.
@@ -67,12 +71,18 @@ pub struct Tier {
 pub enum PolicyKind {
     /// `networking.k8s.io/v1` NetworkPolicy.
     NetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha1` AdminNetworkPolicy.
+    AdminNetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha1` BaselineAdminNetworkPolicy.
+    BaselineAdminNetworkPolicy,
 }
 
 impl fmt::Display for PolicyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             PolicyKind::NetworkPolicy => "NetworkPolicy",
+            PolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+            PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
         })
     }
 }

@@ -4,6 +4,7 @@
 //! to print it.
 
 use crate::scenario::{PodInput, ProbeInput, Record, RecordInput};
+use cnet_policy::admin::{self, AdminPolicyObject};
 use cnet_policy::api::NetworkPolicy;
 use cnet_policy::endpoint::{Endpoint, EndpointId, Inventory, NamedPort, Node};
 use cnet_policy::parse::{ApiObject, objects_from_value};
@@ -123,6 +124,8 @@ pub struct PreparedRecord {
     pub external_ips: Vec<IpAddr>,
     /// Valid NetworkPolicies, placeholders substituted.
     pub policies: Vec<NetworkPolicy>,
+    /// Valid AdminNetworkPolicies and the BaselineAdminNetworkPolicy.
+    pub admin_policies: Vec<AdminPolicyObject>,
     /// Policies the API server would reject (not applied), with the reason.
     pub rejected_policies: Vec<String>,
     /// The normalised policy set.
@@ -180,7 +183,7 @@ pub fn prepare(rec: &Record, opts: &RunOptions) -> Preparation {
             "apiInvalid: the Kubernetes API would reject this record's objects".into(),
         );
     }
-    match prepare_inner(rec, kind, opts) {
+    match prepare_inner(rec, kind) {
         Ok(p) => Preparation::Ready(Box::new(p)),
         Err(reason) => skipped(rec, reason),
     }
@@ -192,11 +195,7 @@ fn parse_ip(s: &str, what: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("{what}: {s:?} is not an IP address"))
 }
 
-fn prepare_inner(
-    rec: &Record,
-    kind: RecordKind,
-    opts: &RunOptions,
-) -> Result<PreparedRecord, String> {
+fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, String> {
     // Addresses fixed by the record: never hand them out.
     let mut used: BTreeSet<IpAddr> = BTreeSet::new();
     let mut external_ips = Vec::new();
@@ -299,6 +298,7 @@ fn prepare_inner(
         pods.iter().map(|p| (p.id.to_string(), p.address)).collect();
     let mut policies = Vec::new();
     let mut rejected_policies = Vec::new();
+    let mut admin_policies = Vec::new();
     for (i, raw) in rec.policies.iter().enumerate() {
         let mut v = raw.clone();
         substitute(&mut v, &by_name)?;
@@ -322,12 +322,23 @@ fn prepare_inner(
                     }
                 }
                 ApiObject::Other {
-                    api_version, kind, ..
+                    api_version,
+                    kind,
+                    value,
                 } => {
+                    let admin_kind = kind == admin::ANP_KIND || kind == admin::BANP_KIND;
+                    if admin_kind && api_version == admin::ADMIN_API_VERSION {
+                        let checked = AdminPolicyObject::from_value(value)
+                            .and_then(|o| o.validate().map(|()| o));
+                        match checked {
+                            Ok(o) => admin_policies.push(o),
+                            Err(e) => rejected_policies.push(format!("policies[{i}]: {e}")),
+                        }
+                        continue;
+                    }
                     let why = match kind.as_str() {
-                        "AdminNetworkPolicy"
-                        | "BaselineAdminNetworkPolicy"
-                        | "ClusterNetworkPolicy" => "not implemented yet",
+                        "ClusterNetworkPolicy" => "not implemented yet",
+                        _ if admin_kind => "unsupported apiVersion",
                         _ => "unsupported kind",
                     };
                     return Err(format!("policy {api_version}/{kind}: {why}"));
@@ -335,8 +346,16 @@ fn prepare_inner(
             }
         }
     }
-    let _ = opts;
-    let policy_set = PolicySet::from_network_policies(&policies).map_err(|e| e.to_string())?;
+    if admin_policies
+        .iter()
+        .filter(|o| o.kind == admin::BANP_KIND)
+        .count()
+        > 1
+    {
+        return Err("more than one BaselineAdminNetworkPolicy".into());
+    }
+    let policy_set =
+        PolicySet::from_objects(&policies, &admin_policies).map_err(|e| e.to_string())?;
 
     // Inventory.
     let mut inventory = Inventory::default();
@@ -404,6 +423,7 @@ fn prepare_inner(
         pods,
         external_ips,
         policies,
+        admin_policies,
         rejected_policies,
         policy_set,
         inventory,

@@ -91,7 +91,7 @@ fn anp_unknown_kinds_api_invalid_and_malformed_records_are_skipped_not_crashes()
         r#"[
         {{"id": "anp", "kind": "cluster-probe-matrix", "namespaces": {{"x": {{}}}},
           "pods": [{POD_X_A}, {POD_X_B}],
-          "policies": [{{"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+          "policies": [{{"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
                          "metadata": {{"name": "p"}}, "spec": {{"priority": 1}}}}],
           "probes": [{{"from": "x/a", "to": "x/b", "port": 80, "protocol": "TCP", "expect": false}}]}},
         {{"id": "weird", "kind": "cluster-probe-matrix", "namespaces": {{}}, "pods": [{POD_X_A}],
@@ -138,4 +138,41 @@ fn pod_cidr_placeholders_fixed_addresses_and_packet_verdicts() {
                "srcIP": "10.1.1.1", "dstIP": "192.168.1.13"}]}]"#;
     let report = run(json);
     assert_eq!(report.totals(), (5, 0, 0), "{}", report.render(true));
+}
+
+#[test]
+fn admin_policies_host_network_pods_and_nodes_run() {
+    // ANP (priority 1) denies x -> y/b; NetworkPolicy isolates y; BANP denies everything
+    // into x from y. Two nodes; x/h is a host-network pod on node-b.
+    let json = r#"[{"id": "anp", "kind": "cluster-probe-matrix",
+        "namespaces": {"x": {}, "y": {}},
+        "nodes": {"node-a": {"zone": "1"}, "node-b": {"zone": "2"}},
+        "pods": [
+          {"namespace": "x", "name": "a", "labels": {"pod": "a"}, "node": "node-a"},
+          {"namespace": "x", "name": "h", "labels": {"pod": "h"}, "hostNetwork": true, "node": "node-b"},
+          {"namespace": "y", "name": "a", "labels": {"pod": "a"}, "node": "node-a"},
+          {"namespace": "y", "name": "b", "labels": {"pod": "b"}, "node": "node-b"}],
+        "policies": [
+          {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+           "metadata": {"name": "deny-x-to-yb"},
+           "spec": {"priority": 1, "subject": {"pods": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}},
+                                                        "podSelector": {"matchLabels": {"pod": "b"}}}},
+                    "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}}]},
+                                {"action": "Allow", "from": [{"namespaces": {}}]}]}},
+          {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": "isolate", "namespace": "y"}, "spec": {"podSelector": {}}},
+          {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy",
+           "metadata": {"name": "default"},
+           "spec": {"subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}},
+                    "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}]}]}}],
+        "probes": [
+          {"from": "x/a", "to": "y/b", "port": 80, "protocol": "TCP", "expect": false},
+          {"from": "y/a", "to": "y/b", "port": 80, "protocol": "TCP", "expect": true},
+          {"from": "x/a", "to": "y/a", "port": 80, "protocol": "TCP", "expect": false},
+          {"from": "y/a", "to": "x/a", "port": 80, "protocol": "TCP", "expect": false},
+          {"from": "x/h", "to": "y/a", "port": 80, "protocol": "TCP", "expect": false},
+          {"from": "x/h", "to": "y/b", "port": 80, "protocol": "TCP", "expect": true},
+          {"from": "y/a", "to": "x/h", "port": 80, "protocol": "TCP", "expect": true}]}]"#;
+    let report = run(json);
+    assert_eq!(report.totals(), (7, 0, 0), "{}", report.render(true));
 }
