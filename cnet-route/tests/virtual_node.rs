@@ -636,6 +636,7 @@ fn detach_leaves_links_it_does_not_own_alone() {
         "{err}"
     );
     vn.ns.run(&["ip", "link", "del", &host]);
+    let baseline = vn.snapshot();
 
     // Our own link whose alias someone changed: check says so.
     let mode = TransparentMode::new();
@@ -650,6 +651,7 @@ fn detach_leaves_links_it_does_not_own_alone() {
     vn.ns
         .run(&["ip", "link", "set", &host, "alias", &s.owner_alias()]);
     mode.detach(&n, &s).expect("detach");
+    assert_eq!(vn.snapshot(), baseline);
 }
 
 #[test]
