@@ -48,8 +48,13 @@
 //!   runs): host end `cnetXXXXXXXX`, locally administered MACs for both ends and the bridge.
 //!   The pod's gateway neighbour entry therefore needs no lookup of the host MAC, and the
 //!   bridge's MAC never changes as ports come and go.
-//! - **IPv6 without DAD delay**: pod and bridge addresses carry `IFA_F_NODAD`; the host veth
-//!   of transparent mode gets `accept_dad=0` before it goes up.
+//! - **Indexes without lookups**: the veth RTM_NEWLINK carries NLM_F_ECHO; the echoed host
+//!   link gives its index and, in IFLA_LINK, the pod end's (kernels before 6.3 do not echo:
+//!   then both are looked up by name).
+//! - **IPv6 without DAD delay**: pod and bridge addresses carry `IFA_F_NODAD`; the pod end
+//!   (`accept_dad=0`, `accept_ra=0`) and the host veth of transparent mode (`accept_dad=0`)
+//!   are configured before they go up, so nothing is ever tentative. The pod end also gets
+//!   `arp_notify=1`: a reused address with a new MAC is announced when it comes up.
 //! - **Transparent mode**: the pod holds its addresses as /32 and /128, a scope-link route to
 //!   169.254.1.1 before the default route through it, a default route via `fe80::1`, and
 //!   permanent neighbour entries for both gateways pointing at the host veth's MAC. The host
@@ -59,12 +64,16 @@
 //!   `bridge` family only, not a second time by the `inet` hooks with the bridge as
 //!   `iifname`.
 //! - **Sysctls are set, never assumed**: `ip_forward` / `conf.all.forwarding` per family in
-//!   use, and the per-interface keys above, inside the node netns.
+//!   use and the host-veth keys inside the node netns, the pod-end keys inside the pod netns
+//!   (by a brief `setns` of the worker thread); CHECK reads them all back.
+//! - **Default MTU** ([`FALLBACK_MTU`] otherwise): the configured uplink's, else that of the
+//!   link a route *lookup* for a documentation address (192.0.2.1, then 2001:db8::1) resolves
+//!   to — the default route's link, found without dumping a table that grows with pods.
 //! - **Ownership without state**: the host end carries the alias `cnet:<container_id>:<ifname>`
 //!   (set with the request that sets it up; the kernel ignores an alias at creation). Detach
 //!   deletes only a link it owns (alias, or the derived MAC before the alias is set), and
 //!   [`list_attachments`] / [`gc`] find attachments from the aliases alone.
-//! - **Detach is one RTM_DELLINK** of the host end: the kernel removes the pod end and every
+//! - **Detach is one RTM_GETLINK (ownership) and one RTM_DELLINK** of the host end: the kernel removes the pod end and every
 //!   address, route and neighbour entry on either end with it. Its time is dominated by the
 //!   kernel's synchronous netdev unregister (an RCU barrier, ~10–20 ms here), the same floor
 //!   every veth-based plugin pays.
