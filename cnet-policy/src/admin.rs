@@ -11,6 +11,8 @@
 //!   `nodes` match node addresses and `networks` match any address (pods included).
 //! * A peer with no known field fails closed as the API asks: it matches nothing in an
 //!   `Allow` rule and turns a `Deny`/`Pass` rule into "deny all".
+//! * ClusterNetworkPolicy (`v1alpha2`, `tier: Admin|Baseline`, actions `Accept`/`Deny`/`Pass`,
+//!   `protocols`) maps onto the same two tiers, ordered by priority.
 
 use crate::api::{LabelSelector, ObjectMeta};
 use crate::error::{FieldError, FieldErrorKind as K, FieldErrors, PolicyError, Result};
@@ -25,6 +27,10 @@ pub const ADMIN_API_VERSION: &str = "policy.networking.k8s.io/v1alpha1";
 pub const ANP_KIND: &str = "AdminNetworkPolicy";
 /// Kind of a BaselineAdminNetworkPolicy.
 pub const BANP_KIND: &str = "BaselineAdminNetworkPolicy";
+/// The API group/version of ClusterNetworkPolicy.
+pub const CNP_API_VERSION: &str = "policy.networking.k8s.io/v1alpha2";
+/// Kind of a ClusterNetworkPolicy.
+pub const CNP_KIND: &str = "ClusterNetworkPolicy";
 /// Name of the tier holding AdminNetworkPolicies.
 pub const ADMIN_TIER: &str = "admin";
 /// Name of the tier holding the BaselineAdminNetworkPolicy.
@@ -53,7 +59,10 @@ pub struct AdminPolicyObject {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminPolicySpec {
-    /// 0–1000, lower first (ANP only).
+    /// ClusterNetworkPolicy only: `Admin` or `Baseline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// 0–1000, lower first (ANP and ClusterNetworkPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     /// Whom the policy applies to.
@@ -110,6 +119,48 @@ pub struct AdminRule {
     /// Ports; absent = all ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<AdminPort>>,
+    /// ClusterNetworkPolicy: protocols and ports; absent = all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<Vec<CnpProtocol>>,
+}
+
+/// A ClusterNetworkPolicy protocol entry: exactly one field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CnpProtocol {
+    /// TCP, optionally one port or range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<CnpProtocolPorts>,
+    /// UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<CnpProtocolPorts>,
+    /// SCTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sctp: Option<CnpProtocolPorts>,
+    /// A named port on the destination pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_named_port: Option<String>,
+}
+
+/// Ports of a ClusterNetworkPolicy protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CnpProtocolPorts {
+    /// One port or a range; absent = all ports of the protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_port: Option<CnpPort>,
+}
+
+/// `number` or `range`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CnpPort {
+    /// One port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<i32>,
+    /// An inclusive range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<AdminPortRange>,
 }
 
 /// Exactly one field set (`nodes` and `networks` for egress only).
@@ -185,7 +236,11 @@ impl AdminPolicyObject {
     }
 
     fn is_baseline(&self) -> bool {
-        self.kind == BANP_KIND
+        self.kind == BANP_KIND || (self.is_cnp() && self.spec.tier.as_deref() == Some("Baseline"))
+    }
+
+    fn is_cnp(&self) -> bool {
+        self.kind == CNP_KIND
     }
 
     fn describe(&self) -> String {
@@ -203,7 +258,18 @@ impl AdminPolicyObject {
                 "name is required",
             ));
         }
-        if self.is_baseline() {
+        if self.is_cnp() {
+            match self.spec.tier.as_deref() {
+                Some("Admin" | "Baseline") => {}
+                other => e.push(FieldError::new(
+                    "spec.tier",
+                    K::NotSupported,
+                    other.unwrap_or(""),
+                    "supported values: \"Admin\", \"Baseline\"",
+                )),
+            }
+        }
+        if self.kind == BANP_KIND {
             if self.metadata.name != "default" {
                 e.push(FieldError::new(
                     "metadata.name",
@@ -254,8 +320,11 @@ impl AdminPolicyObject {
             for (i, r) in rules.iter().enumerate() {
                 let path = format!("spec.{dir}[{i}]");
                 let ok = match r.action.as_str() {
-                    "Allow" | "Deny" => true,
-                    "Pass" => !self.is_baseline(),
+                    "Allow" => !self.is_cnp(),
+                    "Accept" | "Pass" => {
+                        self.is_cnp() || (r.action == "Pass" && self.kind == ANP_KIND)
+                    }
+                    "Deny" => true,
                     _ => false,
                 };
                 if !ok {
@@ -280,6 +349,16 @@ impl AdminPolicyObject {
                     let pp = format!("{path}.ports[{j}]");
                     if let Err(m) = port(p) {
                         e.push(FieldError::new(pp, K::Invalid, "", m));
+                    }
+                }
+                for (j, p) in r.protocols.iter().flatten().enumerate() {
+                    if let Err(m) = cnp_protocol(p) {
+                        e.push(FieldError::new(
+                            format!("{path}.protocols[{j}]"),
+                            K::Invalid,
+                            "",
+                            m,
+                        ));
                     }
                 }
                 for (j, p) in peers.iter().flatten().enumerate() {
@@ -401,15 +480,72 @@ fn port(p: &AdminPort) -> std::result::Result<PortMatch, String> {
     }
 }
 
+fn cnp_protocol(p: &CnpProtocol) -> std::result::Result<PortMatch, String> {
+    let in_range = |n: i32| {
+        u16::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("port {n} not in 1–65535"))
+    };
+    let one =
+        |protocol: Protocol, ports: &CnpProtocolPorts| -> std::result::Result<PortMatch, String> {
+            let port = match &ports.destination_port {
+                None => PortSpec::All,
+                Some(CnpPort {
+                    number: Some(n),
+                    range: None,
+                }) => {
+                    let n = in_range(*n)?;
+                    PortSpec::Range { start: n, end: n }
+                }
+                Some(CnpPort {
+                    number: None,
+                    range: Some(r),
+                }) => {
+                    let (start, end) = (in_range(r.start)?, in_range(r.end)?);
+                    if start >= end {
+                        return Err("range start must be less than end".into());
+                    }
+                    PortSpec::Range { start, end }
+                }
+                Some(_) => return Err("destinationPort: exactly one of number, range".into()),
+            };
+            Ok(PortMatch {
+                protocol: Some(protocol),
+                port,
+            })
+        };
+    match (&p.tcp, &p.udp, &p.sctp, &p.destination_named_port) {
+        (Some(x), None, None, None) => one(Protocol::Tcp, x),
+        (None, Some(x), None, None) => one(Protocol::Udp, x),
+        (None, None, Some(x), None) => one(Protocol::Sctp, x),
+        (None, None, None, Some(n)) => Ok(PortMatch {
+            protocol: None,
+            port: PortSpec::Named(n.clone()),
+        }),
+        _ => Err("exactly one of tcp, udp, sctp, destinationNamedPort".into()),
+    }
+}
+
 fn rule(r: &AdminRule, ingress: bool) -> Result<Rule> {
     let action = match r.action.as_str() {
-        "Allow" => Action::Allow,
+        "Allow" | "Accept" => Action::Allow,
         "Deny" => Action::Deny,
         _ => Action::Pass,
     };
-    let ports = match &r.ports {
-        None => PortSet::Any,
-        Some(list) => PortSet::Only(
+    let conv = |m: String| PolicyError::Conversion {
+        object: "protocols".into(),
+        message: m,
+    };
+    let ports = match (&r.ports, &r.protocols) {
+        (_, Some(list)) => PortSet::Only(
+            list.iter()
+                .map(cnp_protocol)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(conv)?,
+        ),
+        (None, None) => PortSet::Any,
+        (Some(list), None) => PortSet::Only(
             list.iter()
                 .map(port)
                 .collect::<std::result::Result<_, _>>()
@@ -465,21 +601,25 @@ fn rule(r: &AdminRule, ingress: bool) -> Result<Rule> {
     })
 }
 
-/// The admin tier (ANPs by priority, then name) and the baseline tier (the BANP), from
-/// objects of both kinds; invalid objects are an error.
+/// The admin tier (ANPs and Admin-tier ClusterNetworkPolicies by priority, then name) and
+/// the baseline tier (the BANP and Baseline-tier ClusterNetworkPolicies, by priority), from
+/// objects of all three kinds; invalid objects are an error.
 pub fn admin_tiers(objects: &[AdminPolicyObject]) -> Result<(Tier, Tier)> {
     let mut anps = Vec::new();
     let mut banp = Vec::new();
     for o in objects {
         let p = o.to_policy()?;
+        let key = o.spec.priority.unwrap_or(i32::MAX);
         if o.is_baseline() {
-            banp = vec![p];
+            banp.push((key, p));
         } else {
-            anps.push((o.spec.priority.unwrap_or(i32::MAX), p));
+            anps.push((key, p));
         }
     }
-    anps.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
-    anps.dedup_by(|b, a| a.1.id == b.1.id);
+    for list in [&mut anps, &mut banp] {
+        list.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+        list.dedup_by(|b, a| a.1.id == b.1.id);
+    }
     Ok((
         Tier {
             name: ADMIN_TIER.into(),
@@ -490,7 +630,7 @@ pub fn admin_tiers(objects: &[AdminPolicyObject]) -> Result<(Tier, Tier)> {
         Tier {
             name: BASELINE_TIER.into(),
             kind: TierKind::BaselineAdminNetworkPolicy,
-            policies: banp,
+            policies: banp.into_iter().map(|(_, p)| p).collect(),
             default: TierDefault::Pass,
         },
     ))

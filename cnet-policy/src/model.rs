@@ -75,6 +75,8 @@ pub enum PolicyKind {
     AdminNetworkPolicy,
     /// `policy.networking.k8s.io/v1alpha1` BaselineAdminNetworkPolicy.
     BaselineAdminNetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy (either tier).
+    ClusterNetworkPolicy,
 }
 
 impl fmt::Display for PolicyKind {
@@ -83,6 +85,7 @@ impl fmt::Display for PolicyKind {
             PolicyKind::NetworkPolicy => "NetworkPolicy",
             PolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
             PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+            PolicyKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
         })
     }
 }

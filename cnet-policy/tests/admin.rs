@@ -320,3 +320,62 @@ fn validation() {
     assert!(bad(banp("default", "Pass")));
     assert!(!bad(banp("default", "Deny")));
 }
+
+fn cnp(name: &str, tier: &str, priority: i32, ingress: Value) -> AdminPolicyObject {
+    AdminPolicyObject::from_value(json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {"tier": tier, "priority": priority, "subject": {"namespaces": ns("x")}, "ingress": ingress}
+    }))
+    .expect("object")
+}
+
+#[test]
+fn cluster_network_policy_tiers_and_protocols() {
+    // v1alpha2 ClusterNetworkPolicy: "Tier is used as the top-level grouping for network policy
+    // prioritization"; Admin before NetworkPolicy, Baseline after; "Accept: Accepts the
+    // selected traffic"; "Pass: Skips all further ClusterNetworkPolicy rules in the current tier".
+    let accept_80 = json!([{"action": "Accept", "from": [{"namespaces": ns("y")}],
+                            "protocols": [{"tcp": {"destinationPort": {"number": 80}}},
+                                          {"udp": {"destinationPort": {"range": {"start": 50, "end": 60}}}},
+                                          {"destinationNamedPort": "http"}]},
+                           {"action": "Deny", "from": [{"namespaces": {}}]}]);
+    let e = eval(DENY_ALL_X, &[cnp("admin", "Admin", 1, accept_80)]);
+    assert!(ok(&e, "10.0.2.1", "10.0.1.1", 80));
+    assert!(!ok(&e, "10.0.2.1", "10.0.1.1", 81));
+    assert!(
+        e.decide(&Flow {
+            src: ip("10.0.2.1"),
+            dst: ip("10.0.1.1"),
+            protocol: Protocol::Udp,
+            dst_port: 55
+        })
+        .verdict
+            == Verdict::Allow
+    );
+    let base_deny = cnp("base", "Baseline", 5, from_ns("Deny", "y"));
+    let base_pass = cnp("pass", "Baseline", 1, from_ns("Pass", "y"));
+    assert!(!ok(
+        &eval("", std::slice::from_ref(&base_deny)),
+        "10.0.2.1",
+        "10.0.1.1",
+        80
+    ));
+    assert!(
+        ok(
+            &eval("", &[base_pass, base_deny.clone()]),
+            "10.0.2.1",
+            "10.0.1.1",
+            80
+        ),
+        "Pass in the baseline tier: default allow"
+    );
+    assert!(
+        ok(&eval(ALLOW_ALL_X, &[base_deny]), "10.0.2.1", "10.0.1.1", 80),
+        "NetworkPolicy decides first"
+    );
+    let bad = AdminPolicyObject::from_value(json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "b"}, "spec": {"tier": "Middle", "priority": 1, "subject": {"namespaces": {}}}}))
+    .expect("object");
+    assert!(bad.validate().is_err());
+}

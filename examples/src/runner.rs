@@ -326,8 +326,14 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
                     kind,
                     value,
                 } => {
-                    let admin_kind = kind == admin::ANP_KIND || kind == admin::BANP_KIND;
-                    if admin_kind && api_version == admin::ADMIN_API_VERSION {
+                    let admin_kind = [admin::ANP_KIND, admin::BANP_KIND, admin::CNP_KIND]
+                        .contains(&kind.as_str());
+                    let version = if kind == admin::CNP_KIND {
+                        admin::CNP_API_VERSION
+                    } else {
+                        admin::ADMIN_API_VERSION
+                    };
+                    if admin_kind && api_version == version {
                         let checked = AdminPolicyObject::from_value(value)
                             .and_then(|o| o.validate().map(|()| o));
                         match checked {
@@ -336,10 +342,10 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
                         }
                         continue;
                     }
-                    let why = match kind.as_str() {
-                        "ClusterNetworkPolicy" => "not implemented yet",
-                        _ if admin_kind => "unsupported apiVersion",
-                        _ => "unsupported kind",
+                    let why = if admin_kind {
+                        "unsupported apiVersion"
+                    } else {
+                        "unsupported kind"
                     };
                     return Err(format!("policy {api_version}/{kind}: {why}"));
                 }

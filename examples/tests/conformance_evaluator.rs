@@ -91,7 +91,7 @@ fn anp_unknown_kinds_api_invalid_and_malformed_records_are_skipped_not_crashes()
         r#"[
         {{"id": "anp", "kind": "cluster-probe-matrix", "namespaces": {{"x": {{}}}},
           "pods": [{POD_X_A}, {POD_X_B}],
-          "policies": [{{"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+          "policies": [{{"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "ClusterNetworkPolicy",
                          "metadata": {{"name": "p"}}, "spec": {{"priority": 1}}}}],
           "probes": [{{"from": "x/a", "to": "x/b", "port": 80, "protocol": "TCP", "expect": false}}]}},
         {{"id": "weird", "kind": "cluster-probe-matrix", "namespaces": {{}}, "pods": [{POD_X_A}],
