@@ -176,3 +176,76 @@ fn admin_policies_host_network_pods_and_nodes_run() {
     let report = run(json);
     assert_eq!(report.totals(), (7, 0, 0), "{}", report.render(true));
 }
+
+/// A transcription of network-policy-api's AdminNetworkPolicyEgressInlineCIDRPeers
+/// (conformance/tests/admin-network-policy-standard-egress-inline-cidr-rules.go), both steps,
+/// with expectations taken from the upstream test.
+#[test]
+fn upstream_anp_egress_inline_cidr_peers() {
+    let houses = ["gryffindor", "hufflepuff", "ravenclaw", "slytherin"];
+    let people = [
+        "harry-potter",
+        "cedric-diggory",
+        "luna-lovegood",
+        "draco-malfoy",
+    ];
+    let mut pods = Vec::new();
+    for (house, person) in houses.iter().zip(people) {
+        for i in 0..2 {
+            pods.push(serde_json::json!({
+                "namespace": format!("network-policy-conformance-{house}"), "name": format!("{person}-{i}"),
+                "labels": {"conformance-house": house},
+                "containerPorts": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 53, "protocol": "UDP"},
+                                   {"containerPort": 9003, "protocol": "SCTP"}]}));
+        }
+    }
+    let namespaces: serde_json::Map<String, serde_json::Value> = houses
+        .iter()
+        .map(|h| {
+            (
+                format!("network-policy-conformance-{h}"),
+                serde_json::json!({"conformance-house": h}),
+            )
+        })
+        .collect();
+    let sel = |h: &str| serde_json::json!({"matchLabels": {"conformance-house": h}});
+    let anp = |extra: Vec<serde_json::Value>| {
+        let mut egress = extra;
+        egress.push(serde_json::json!({"name": "allow-egress-to-slytherin", "action": "Allow",
+            "to": [{"pods": {"namespaceSelector": sel("slytherin"), "podSelector": sel("slytherin")}}]}));
+        egress.push(
+            serde_json::json!({"name": "deny-egress-to-internet", "action": "Deny",
+            "to": [{"networks": ["0.0.0.0/0", "::/0"]}]}),
+        );
+        serde_json::json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+            "metadata": {"name": "inline-cidr-as-peers-example"},
+            "spec": {"priority": 85, "subject": {"pods": {"namespaceSelector": sel("gryffindor"), "podSelector": sel("gryffindor")}},
+                     "egress": egress}})
+    };
+    let probes = |to: &[(&str, bool)]| -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for (pod, expect) in to {
+            for (port, proto) in [(80, "TCP"), (53, "UDP"), (9003, "SCTP")] {
+                out.push(serde_json::json!({"from": "network-policy-conformance-gryffindor/harry-potter-1",
+                    "to": pod, "port": port, "protocol": proto, "expect": expect}));
+            }
+        }
+        out
+    };
+    let allow_ips = serde_json::json!({"name": "allow-egress-to-specific-podIPs", "action": "Allow", "to": [{"networks": [
+        {"podCIDR": "network-policy-conformance-ravenclaw/luna-lovegood-0", "prefix": 32, "prefixIPv6": 128},
+        {"podCIDR": "network-policy-conformance-hufflepuff/cedric-diggory-0", "prefix": 32, "prefixIPv6": 128}]}]});
+    let records = serde_json::json!([
+        {"id": "anp-cidr-1", "kind": "cluster-probe-list", "namespaces": namespaces, "pods": pods, "policies": [anp(vec![])],
+         "probes": probes(&[("network-policy-conformance-ravenclaw/luna-lovegood-0", false),
+                            ("network-policy-conformance-hufflepuff/cedric-diggory-0", false),
+                            ("network-policy-conformance-slytherin/draco-malfoy-0", true)])},
+        {"id": "anp-cidr-2", "kind": "cluster-probe-list", "namespaces": namespaces, "pods": pods, "policies": [anp(vec![allow_ips])],
+         "probes": probes(&[("network-policy-conformance-ravenclaw/luna-lovegood-0", true),
+                            ("network-policy-conformance-hufflepuff/cedric-diggory-0", true),
+                            ("network-policy-conformance-ravenclaw/luna-lovegood-1", false),
+                            ("network-policy-conformance-hufflepuff/cedric-diggory-1", false)])}
+    ]);
+    let report = run(&records.to_string());
+    assert_eq!(report.totals(), (21, 0, 0), "{}", report.render(true));
+}
