@@ -12,15 +12,7 @@ use std::process::{Command as Process, Stdio};
 /// Find the executable `plugin_type` in the `CNI_PATH` directories, first match wins.
 /// Code 7 for a name that is not a plain file name; code 5 when no directory holds it.
 pub fn find_plugin(plugin_type: &str, path: &[PathBuf]) -> Result<PathBuf, CniError> {
-    if plugin_type.is_empty()
-        || plugin_type.contains('/')
-        || plugin_type == "."
-        || plugin_type == ".."
-    {
-        return Err(CniError::invalid_config(format!(
-            "invalid plugin type {plugin_type:?}"
-        )));
-    }
+    find_plugin_name_ok(plugin_type)?;
     path.iter()
         .map(|dir| dir.join(plugin_type))
         .find(|p| is_executable(p))
@@ -32,6 +24,20 @@ pub fn find_plugin(plugin_type: &str, path: &[PathBuf]) -> Result<PathBuf, CniEr
                     .collect::<Vec<_>>()
             ))
         })
+}
+
+/// Check that a plugin type is a plain file name (not empty, no `/`, not `.` or `..`); code 7.
+pub fn find_plugin_name_ok(plugin_type: &str) -> Result<(), CniError> {
+    if plugin_type.is_empty()
+        || plugin_type.contains('/')
+        || plugin_type == "."
+        || plugin_type == ".."
+    {
+        return Err(CniError::invalid_config(format!(
+            "invalid plugin type {plugin_type:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -6,7 +6,8 @@
 //! - [`CniError`]: the spec's error codes and error JSON;
 //! - [`Plugin`] and [`run`]: dispatch on `CNI_COMMAND` (ADD, DEL, CHECK, VERSION, GC, STATUS);
 //! - [`delegate`]: executing an IPAM plugin from `CNI_PATH`;
-//! - [`ipam::IpamPlugin`]: the `cnet-ipam` plugin (host-local compatible, plus GC and STATUS).
+//! - [`ipam::IpamPlugin`]: the `cnet-ipam` plugin (host-local compatible, plus GC and STATUS);
+//! - [`cnet::CnetPlugin`]: the `cnet` plugin (IPAM + cnet-route + policy, node state per network).
 //!
 //! ```
 //! use cnet_cni::{CniError, CniResult, GcAttachment, Plugin, Request, run_with};
@@ -28,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cnet;
 pub mod config;
 pub mod delegate;
 pub mod env;

@@ -1,0 +1,499 @@
+//! The `cnet` CNI plugin: addresses (IPAM), routing (cnet-route) and policy in one ADD, with
+//! a crash-safe node state per network.
+//!
+//! # Configuration (`"type": "cnet"`)
+//! ```json
+//! {
+//!   "cniVersion": "1.1.0", "name": "pods", "type": "cnet",
+//!   "mode": "transparent",              // or "bridge" (then "bridge": "cnet0")
+//!   "mtu": 1500,                        // optional; default: the node uplink's MTU
+//!   "ipam": {"type": "cnet-ipam", "ranges": [[{"subnet": "10.1.0.0/24"}]]},
+//!   "dns": {"nameservers": ["10.1.0.10"]},
+//!   "policy": {"stateDir": "/var/lib/cni/cnet", "labels": "cni", "lockTimeoutMs": 10000},
+//!   "capabilities": {"ips": true, "portMappings": true}
+//! }
+//! ```
+//! `ipam.type` `cnet-ipam` runs in-process; any other IPAM plugin is executed from `CNI_PATH`
+//! with ADD, DEL, CHECK, GC and STATUS forwarded. `capabilities` is for the runtime:
+//! `runtimeConfig.ips` reaches the IPAM, `portMappings` passes through to a chained `portmap`.
+//! `runtimeConfig.mac` is not applied (cnet derives MACs from the attachment).
+//!
+//! # Commands
+//! - **ADD**: lock the node state → record the endpoint as *pending* (intent) → allocate →
+//!   program the endpoint's policy → attach (the pod's interface exists only after its policy
+//!   does) → record *ready*. Any failure undoes address, links, routes and policy, and the
+//!   record. A stale *pending* record of the same attachment (a killed ADD) is cleaned first.
+//! - **DEL**: detach (idempotent, no netns needed), then release the lease and forget the
+//!   endpoint. When the links cannot be removed, the lease and record are kept (so the address
+//!   is never handed out while a route to the old pod exists) and the error is returned.
+//! - **CHECK**: the record, `prevResult` (our interface and addresses, later plugins' additions
+//!   ignored), the lease, and the kernel state (MTU changes on the pod side, e.g. by `tuning`,
+//!   are tolerated).
+//! - **GC**: every recorded attachment of this network that is not in
+//!   `cni.dev/valid-attachments` is detached and forgotten; the IPAM collects leases likewise.
+//! - **STATUS**: 50 when the pool is exhausted or the node state is unusable.
+//!
+//! # Error codes
+//! The spec's codes (3 netns missing, 4 env, 5 I/O, 6 decode, 7 config, 11 state lock busy,
+//! 50 not available), the IPAM's (100, 101, 102), and [`CODE_LINK_CONFLICT`],
+//! [`CODE_CHECK_FAILED`], [`CODE_NOT_ATTACHED`], [`state::CODE_STATE_CORRUPT`],
+//! [`CODE_POLICY`].
+
+pub mod conf;
+pub mod identity;
+pub mod ipam_backend;
+pub mod state;
+
+use crate::config::GcAttachment;
+use crate::error::{CniError, ErrorCode};
+use crate::plugin::{Plugin, Request};
+use crate::result::{CniResult, Interface, IpConfig, Route};
+use cnet_route::{BridgeMode, EndpointSpec, IntraNode, Node, TransparentMode};
+use conf::{CnetConf, Mode};
+use identity::{Identity, KNOWN_CNI_ARGS};
+use ipam_backend::Ipam;
+use state::{EndpointRecord, NodeState, Phase, StateData, StateGuard};
+
+/// A host interface with the attachment's name exists and is not this attachment's, or the
+/// pod already has an interface with `CNI_IFNAME`.
+pub const CODE_LINK_CONFLICT: u32 = 103;
+/// CHECK found the attachment different from what ADD created.
+pub const CODE_CHECK_FAILED: u32 = 110;
+/// CHECK (or a second ADD) about an attachment the node state does not know (or knows
+/// as complete).
+pub const CODE_NOT_ATTACHED: u32 = 111;
+/// Programming the endpoint's policy failed.
+pub const CODE_POLICY: u32 = 112;
+
+/// What programs policy for the node state after each change (under the state lock).
+pub trait PolicySync {
+    /// Make the kernel match `state` (endpoints and policies), in one transaction.
+    fn sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError>;
+}
+
+/// No policy programming (policy disabled).
+#[derive(Debug, Default)]
+pub struct NoPolicy;
+
+impl PolicySync for NoPolicy {
+    fn sync(&mut self, _: &CnetConf, _: &StateData) -> Result<(), CniError> {
+        Ok(())
+    }
+}
+
+/// The `cnet` plugin.
+pub struct CnetPlugin {
+    policy: Box<dyn PolicySync>,
+}
+
+impl std::fmt::Debug for CnetPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CnetPlugin").finish_non_exhaustive()
+    }
+}
+
+impl Default for CnetPlugin {
+    fn default() -> Self {
+        CnetPlugin::new(Box::new(NoPolicy))
+    }
+}
+
+/// Map a cnet-route error to a CNI error.
+pub fn route_error(e: &cnet_route::Error) -> CniError {
+    use cnet_route::Error as E;
+    let code = match e {
+        E::InvalidSpec { .. } => ErrorCode::InvalidNetworkConfig,
+        E::InterfaceExists { .. } | E::NotOwned { .. } => ErrorCode::Other(CODE_LINK_CONFLICT),
+        _ => ErrorCode::IoFailure,
+    };
+    CniError::new(code, format!("cnet: {e}"))
+}
+
+fn route_errors(e: &cnet_route::Errors) -> CniError {
+    match e.0.as_slice() {
+        [one] => route_error(one),
+        _ => CniError::io(format!("cnet: {e}")),
+    }
+}
+
+fn intra(mode: &Mode) -> Box<dyn IntraNode> {
+    match mode {
+        Mode::Transparent => Box::new(TransparentMode::new()),
+        Mode::Bridge { bridge } => Box::new(BridgeMode::new(bridge.clone())),
+    }
+}
+
+fn node() -> Result<Node, CniError> {
+    Node::current().map_err(|e| route_error(&e))
+}
+
+/// The spec for an attachment (addresses empty when only the owner matters).
+fn spec_of(req: &Request, conf: &CnetConf, ipam: &CniResult) -> EndpointSpec {
+    let netns = req.env.netns.clone().unwrap_or_default();
+    let mut spec = EndpointSpec::new(
+        req.env.container_id.clone(),
+        req.env.ifname.clone(),
+        netns,
+        ipam.ips.iter().map(|i| i.address).collect(),
+    );
+    spec.mtu = conf.mtu;
+    if matches!(conf.mode, Mode::Bridge { .. }) {
+        for ip in &ipam.ips {
+            if let Some(g) = ip.gateway
+                && !spec.gateways.iter().any(|x| x.is_ipv4() == g.is_ipv4())
+            {
+                spec.gateways.push(g);
+            }
+        }
+    }
+    spec
+}
+
+impl CnetPlugin {
+    /// The plugin with a policy programmer.
+    pub fn new(policy: Box<dyn PolicySync>) -> CnetPlugin {
+        CnetPlugin { policy }
+    }
+
+    fn conf(req: &Request) -> Result<CnetConf, CniError> {
+        CnetConf::from_request(&req.config, &req.stdin)
+    }
+
+    fn lock(conf: &CnetConf) -> Result<StateGuard, CniError> {
+        NodeState::new(&conf.policy.state_dir, conf.policy.lock_timeout).lock()
+    }
+
+    fn sync(&mut self, conf: &CnetConf, data: &StateData) -> Result<(), CniError> {
+        if conf.policy.enabled {
+            self.policy.sync(conf, data)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Undo a partial or stale attachment: links, lease, record. Best effort; first error.
+    fn teardown(
+        &mut self,
+        req: &Request,
+        conf: &CnetConf,
+        guard: &mut StateGuard,
+    ) -> Result<(), CniError> {
+        let spec = spec_of(req, conf, &CniResult::default());
+        intra(&conf.mode)
+            .detach(&node()?, &spec)
+            .map_err(|e| route_errors(&e))?;
+        Ipam::new(&conf.ipam).del(req)?;
+        guard
+            .data
+            .remove_endpoint(&req.env.container_id, &req.env.ifname);
+        let synced = self.sync(conf, &guard.data);
+        guard.commit()?;
+        synced
+    }
+
+    fn add_locked(
+        &mut self,
+        req: &Request,
+        conf: &CnetConf,
+        id: Identity,
+        guard: &mut StateGuard,
+    ) -> Result<CniResult, CniError> {
+        let (cid, ifname) = req.owner();
+        match guard.data.endpoint(cid, ifname).map(|r| r.phase) {
+            Some(Phase::Ready) => {
+                return Err(CniError::new(
+                    ErrorCode::Other(cnet_ipam::CODE_DUPLICATE_ALLOCATION),
+                    format!("cnet: container {cid:?} interface {ifname:?} is already attached"),
+                )
+                .with_details("DEL it before adding it again"));
+            }
+            Some(Phase::Pending) => self.teardown(req, conf, guard)?,
+            None => {}
+        }
+        // Intent first: from here on DEL and GC of this network know the attachment.
+        guard.data.upsert_endpoint(EndpointRecord {
+            container_id: cid.to_string(),
+            ifname: ifname.to_string(),
+            netns: req
+                .env
+                .netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            host_ifname: cnet_route::host_ifname(cid, ifname),
+            addresses: Vec::new(),
+            namespace: id.namespace,
+            name: id.name,
+            labels: id.labels,
+            labels_known: id.labels_known,
+            mode: conf.mode.name().to_string(),
+            phase: Phase::Pending,
+        });
+        guard.commit()?;
+        match self.attach(req, conf, guard) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // Undo everything this ADD did; the original error is what the runtime sees.
+                let _ = self.teardown(req, conf, guard);
+                Err(e)
+            }
+        }
+    }
+
+    fn attach(
+        &mut self,
+        req: &Request,
+        conf: &CnetConf,
+        guard: &mut StateGuard,
+    ) -> Result<CniResult, CniError> {
+        let (cid, ifname) = req.owner();
+        let ipam = Ipam::new(&conf.ipam).add(req)?;
+        if ipam.ips.is_empty() {
+            return Err(CniError::invalid_config(
+                "cnet: IPAM returned no address for the pod",
+            ));
+        }
+        let spec = spec_of(req, conf, &ipam);
+        let mode = intra(&conf.mode);
+        let plan = mode
+            .plan(&spec, conf.mtu.unwrap_or(cnet_route::FALLBACK_MTU))
+            .map_err(|e| route_error(&e))?;
+        if let Some(rec) = guard.data.endpoint_mut(cid, ifname) {
+            rec.addresses = plan.addresses.iter().map(|a| a.address).collect();
+        }
+        // Policy before traffic: the endpoint's rules exist before its interface does.
+        self.sync(conf, &guard.data).map_err(|e| {
+            CniError::new(ErrorCode::Other(CODE_POLICY), e.msg).with_details(e.details)
+        })?;
+        let att = mode.attach(&node()?, &spec).map_err(|e| route_error(&e))?;
+        if let Some(rec) = guard.data.endpoint_mut(cid, ifname) {
+            rec.addresses = att.addresses.clone();
+            rec.phase = Phase::Ready;
+        }
+        guard.commit()?;
+        let sandbox = req
+            .env
+            .netns
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let gw = |v4: bool| att.gateways.iter().copied().find(|g| g.is_ipv4() == v4);
+        Ok(CniResult {
+            interfaces: vec![
+                Interface {
+                    name: att.host_ifname.clone(),
+                    mac: att.host_mac.to_string(),
+                    ..Interface::default()
+                },
+                Interface {
+                    name: att.pod_ifname.clone(),
+                    mac: att.pod_mac.to_string(),
+                    mtu: Some(att.mtu),
+                    sandbox,
+                    ..Interface::default()
+                },
+            ],
+            ips: att
+                .addresses
+                .iter()
+                .map(|a| IpConfig {
+                    interface: Some(1),
+                    address: *a,
+                    gateway: gw(a.is_ipv4()),
+                })
+                .collect(),
+            routes: att
+                .plan
+                .routes_on(cnet_route::Side::Pod)
+                .filter(|r| !r.scope_link)
+                .map(|r| Route::new(r.destination, r.gateway))
+                .collect(),
+            dns: conf.dns.clone().unwrap_or(ipam.dns),
+        })
+    }
+}
+
+fn check_netns(req: &Request) -> Result<(), CniError> {
+    if let Some(ns) = &req.env.netns
+        && !ns.exists()
+    {
+        return Err(crate::env::unknown_container(ns));
+    }
+    Ok(())
+}
+
+impl Plugin for CnetPlugin {
+    fn add(&mut self, req: &Request) -> Result<CniResult, CniError> {
+        req.env.args.check_known(&KNOWN_CNI_ARGS)?;
+        let conf = Self::conf(req)?;
+        let id = Identity::from_request(&req.env, &req.config, conf.policy.labels)?;
+        check_netns(req)?;
+        let mut guard = Self::lock(&conf)?;
+        self.add_locked(req, &conf, id, &mut guard)
+    }
+
+    fn del(&mut self, req: &Request) -> Result<(), CniError> {
+        let conf = Self::conf(req)?;
+        // Links first, outside the lock (the kernel's unregister is the slow part): the lease
+        // is released only once no route can lead to the old pod.
+        let spec = spec_of(req, &conf, &CniResult::default());
+        intra(&conf.mode)
+            .detach(&node()?, &spec)
+            .map_err(|e| route_errors(&e))?;
+        let mut guard = Self::lock(&conf)?;
+        Ipam::new(&conf.ipam).del(req)?;
+        let removed = guard
+            .data
+            .remove_endpoint(&req.env.container_id, &req.env.ifname);
+        if removed.is_some() {
+            let synced = self.sync(&conf, &guard.data);
+            guard.commit()?;
+            synced?;
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, req: &Request) -> Result<(), CniError> {
+        let conf = Self::conf(req)?;
+        check_netns(req)?;
+        let (cid, ifname) = req.owner();
+        let Some(prev) = &req.config.prev_result else {
+            return Err(CniError::invalid_config(
+                "cnet: CHECK: required prevResult missing",
+            ));
+        };
+        let prev = CniResult::parse(prev, req.version)?;
+        let data = NodeState::new(&conf.policy.state_dir, conf.policy.lock_timeout).read()?;
+        let not_attached = |why: String| {
+            CniError::new(
+                ErrorCode::Other(CODE_NOT_ATTACHED),
+                format!("cnet: CHECK: {why}"),
+            )
+        };
+        let rec = data.endpoint(cid, ifname).ok_or_else(|| {
+            not_attached(format!(
+                "container {cid:?} interface {ifname:?} is not attached"
+            ))
+        })?;
+        if rec.phase != Phase::Ready {
+            return Err(not_attached(format!(
+                "container {cid:?} interface {ifname:?}: ADD did not complete"
+            )));
+        }
+        let failed = |why: String| {
+            CniError::new(
+                ErrorCode::Other(CODE_CHECK_FAILED),
+                format!("cnet: CHECK: {why}"),
+            )
+        };
+        let sandbox = req.env.netns.as_ref().map(|p| p.display().to_string());
+        let idx = prev
+            .interfaces
+            .iter()
+            .position(|i| i.name == ifname && Some(&i.sandbox) == sandbox.as_ref())
+            .ok_or_else(|| {
+                failed(format!(
+                    "prevResult has no interface {ifname:?} in the sandbox"
+                ))
+            })?;
+        for a in &rec.addresses {
+            let listed = prev
+                .ips
+                .iter()
+                .any(|i| i.address.ip() == a.ip() && i.interface.is_none_or(|x| x == idx));
+            if !listed {
+                return Err(failed(format!("address {a} is not in prevResult")));
+            }
+        }
+        Ipam::new(&conf.ipam).check(req)?;
+        let lease = CniResult {
+            ips: prev
+                .ips
+                .iter()
+                .filter(|i| rec.addresses.iter().any(|a| a.ip() == i.address.ip()))
+                .cloned()
+                .collect(),
+            ..CniResult::default()
+        };
+        let mut spec = spec_of(req, &conf, &lease);
+        // The addresses as configured (transparent: /32 and /128; bridge: the subnet's).
+        spec.addresses = rec.addresses.clone();
+        let diffs = intra(&conf.mode)
+            .check(&node()?, &spec)
+            .map_err(|e| route_error(&e))?;
+        let diffs: Vec<String> = diffs
+            .into_iter()
+            .filter(|d| {
+                !matches!(
+                    d,
+                    cnet_route::Difference::MtuMismatch {
+                        side: cnet_route::Side::Pod,
+                        ..
+                    }
+                )
+            })
+            .map(|d| d.to_string())
+            .collect();
+        if !diffs.is_empty() {
+            return Err(failed(diffs.join("; ")));
+        }
+        Ok(())
+    }
+
+    fn gc(&mut self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
+        let conf = Self::conf(req)?;
+        let mut guard = Self::lock(&conf)?;
+        let node = node()?;
+        let mode = intra(&conf.mode);
+        let mut keep: Vec<GcAttachment> = valid.to_vec();
+        let mut first_error = None;
+        let stale: Vec<EndpointRecord> = guard
+            .data
+            .endpoints
+            .iter()
+            .filter(|r| !valid.iter().any(|v| r.is(&v.container_id, &v.ifname)))
+            .cloned()
+            .collect();
+        for r in &stale {
+            let spec = EndpointSpec::new(r.container_id.clone(), r.ifname.clone(), "", Vec::new());
+            match mode.detach(&node, &spec) {
+                Ok(()) => {
+                    guard.data.remove_endpoint(&r.container_id, &r.ifname);
+                }
+                Err(e) => {
+                    keep.push(GcAttachment {
+                        container_id: r.container_id.clone(),
+                        ifname: r.ifname.clone(),
+                    });
+                    first_error.get_or_insert(route_errors(&e));
+                }
+            }
+        }
+        let ipam = Ipam::new(&conf.ipam).gc(req, &keep);
+        let synced = self.sync(&conf, &guard.data);
+        guard.commit()?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        ipam?;
+        synced
+    }
+
+    fn status(&mut self, req: &Request) -> Result<(), CniError> {
+        let conf = Self::conf(req)?;
+        let unusable = |e: CniError| {
+            CniError::new(ErrorCode::NotAvailable, "cnet: node state is unusable").with_details(
+                format!(
+                    "{}: {} {}",
+                    conf.policy.state_dir.display(),
+                    e.msg,
+                    e.details
+                ),
+            )
+        };
+        let state = NodeState::new(&conf.policy.state_dir, conf.policy.lock_timeout);
+        std::fs::create_dir_all(state.dir()).map_err(|e| unusable(CniError::io(e.to_string())))?;
+        state.read().map_err(unusable)?;
+        Ipam::new(&conf.ipam).status(req)
+    }
+}

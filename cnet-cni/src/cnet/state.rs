@@ -1,0 +1,428 @@
+//! The node state of one network: endpoints and stored policies in one JSON document,
+//! `<dir>/state.json`, changed only under an exclusive `flock` on `<dir>/lock`.
+//!
+//! - **Bounded wait**: [`NodeState::lock`] waits at most the configured timeout, then fails
+//!   with CNI error 11 ("try again later") instead of hanging a runtime.
+//! - **Atomic writes**: [`StateGuard::commit`] writes a temporary file, `fsync`s it, renames
+//!   it over `state.json` and `fsync`s the directory. A `kill -9` at any instant leaves the old
+//!   or the new document, never a torn one; stray temporary files are removed under the lock.
+//! - **Intent first**: ADD records the endpoint as [`Phase::Pending`] before it allocates an
+//!   address or creates a link, so DEL and GC of a network always know every attachment that
+//!   may hold resources, even one whose ADD was killed.
+//! - **Unusable state** (a document that does not decode) is reported, never silently reset:
+//!   an empty state would forget attachments that hold addresses and links.
+
+use crate::error::{CniError, ErrorCode};
+use fs4::fs_std::FileExt as _;
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The state document's file name.
+pub const STATE_FILE: &str = "state.json";
+/// The lock file's name.
+pub const LOCK_FILE: &str = "lock";
+const TMP_PREFIX: &str = "state.json.tmp.";
+
+/// Plugin-specific error code: the node state document does not decode.
+pub const CODE_STATE_CORRUPT: u32 = 120;
+
+/// Where an endpoint is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// ADD has started (it may still be running, or have been killed).
+    Pending,
+    /// ADD completed.
+    Ready,
+}
+
+/// One attachment as the node state knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointRecord {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `CNI_NETNS` at ADD.
+    pub netns: String,
+    /// Host end of the veth pair.
+    pub host_ifname: String,
+    /// Addresses as configured in the pod (empty until IPAM answered).
+    #[serde(default)]
+    pub addresses: Vec<IpNetwork>,
+    /// Pod namespace (`K8S_POD_NAMESPACE`, or `default`).
+    pub namespace: String,
+    /// Pod name (`K8S_POD_NAME`, or the container id).
+    pub name: String,
+    /// Labels, implicit ones included.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// False while labels are expected from an outside source and have not arrived: the
+    /// endpoint is isolated until then.
+    #[serde(default = "yes")]
+    pub labels_known: bool,
+    /// Attachment mode (`transparent` or `bridge`).
+    pub mode: String,
+    /// Life cycle.
+    pub phase: Phase,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl EndpointRecord {
+    /// Whether this record is the attachment `(container_id, ifname)`.
+    pub fn is(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && self.ifname == ifname
+    }
+
+    /// `namespace/name`.
+    pub fn pod(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A policy object as applied by `cnetctl apply` (kept as the JSON the user gave).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    /// `kind` of the object.
+    pub kind: String,
+    /// `metadata.namespace` (empty for cluster-scoped objects).
+    #[serde(default)]
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// The whole object.
+    pub object: serde_json::Value,
+}
+
+impl StoredPolicy {
+    /// `kind namespace/name` for messages.
+    pub fn key(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else {
+            format!("{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// The whole document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateData {
+    /// Incremented on every commit.
+    #[serde(default)]
+    pub generation: u64,
+    /// Endpoints, ordered by `(container_id, ifname)`.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointRecord>,
+    /// Stored policies, ordered by `(kind, namespace, name)`.
+    #[serde(default)]
+    pub policies: Vec<StoredPolicy>,
+}
+
+impl StateData {
+    /// The record of an attachment.
+    pub fn endpoint(&self, container_id: &str, ifname: &str) -> Option<&EndpointRecord> {
+        self.endpoints.iter().find(|e| e.is(container_id, ifname))
+    }
+
+    /// Mutable access to the record of an attachment.
+    pub fn endpoint_mut(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Option<&mut EndpointRecord> {
+        self.endpoints
+            .iter_mut()
+            .find(|e| e.is(container_id, ifname))
+    }
+
+    /// Insert or replace a record (kept ordered).
+    pub fn upsert_endpoint(&mut self, rec: EndpointRecord) {
+        self.remove_endpoint(&rec.container_id.clone(), &rec.ifname.clone());
+        let pos = self
+            .endpoints
+            .partition_point(|e| (&e.container_id, &e.ifname) < (&rec.container_id, &rec.ifname));
+        self.endpoints.insert(pos, rec);
+    }
+
+    /// Remove a record; returns it.
+    pub fn remove_endpoint(&mut self, container_id: &str, ifname: &str) -> Option<EndpointRecord> {
+        let i = self
+            .endpoints
+            .iter()
+            .position(|e| e.is(container_id, ifname))?;
+        Some(self.endpoints.remove(i))
+    }
+
+    /// Insert or replace a policy (same kind, namespace and name); returns whether it changed.
+    pub fn upsert_policy(&mut self, p: StoredPolicy) -> bool {
+        let key = (p.kind.clone(), p.namespace.clone(), p.name.clone());
+        match self
+            .policies
+            .iter()
+            .position(|q| (q.kind.clone(), q.namespace.clone(), q.name.clone()) == key)
+        {
+            Some(i) if self.policies[i] == p => false,
+            Some(i) => {
+                self.policies[i] = p;
+                true
+            }
+            None => {
+                let pos = self.policies.partition_point(|q| {
+                    (q.kind.clone(), q.namespace.clone(), q.name.clone()) < key
+                });
+                self.policies.insert(pos, p);
+                true
+            }
+        }
+    }
+
+    /// Remove a policy; returns it.
+    pub fn remove_policy(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<StoredPolicy> {
+        let i = self
+            .policies
+            .iter()
+            .position(|q| q.kind == kind && q.namespace == namespace && q.name == name)?;
+        Some(self.policies.remove(i))
+    }
+}
+
+/// A network's state directory.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    dir: PathBuf,
+    lock_timeout: Duration,
+}
+
+/// The state, locked: read on [`NodeState::lock`], written by [`StateGuard::commit`], unlocked
+/// on drop.
+#[derive(Debug)]
+pub struct StateGuard {
+    lock: File,
+    dir: PathBuf,
+    /// The document as read under the lock; change it, then [`StateGuard::commit`].
+    pub data: StateData,
+}
+
+fn io_error(op: &str, path: &Path, e: &io::Error) -> CniError {
+    CniError::io(format!("node state: {op} {}: {e}", path.display()))
+}
+
+impl NodeState {
+    /// The state in `dir` (created when missing, on first lock).
+    pub fn new(dir: impl Into<PathBuf>, lock_timeout: Duration) -> NodeState {
+        NodeState {
+            dir: dir.into(),
+            lock_timeout,
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Take the exclusive lock (waiting at most the timeout: CNI error 11) and read the
+    /// document (code 5 on I/O errors, [`CODE_STATE_CORRUPT`] when it does not decode).
+    pub fn lock(&self) -> Result<StateGuard, CniError> {
+        fs::create_dir_all(&self.dir).map_err(|e| io_error("create", &self.dir, &e))?;
+        let lock_path = self.dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| io_error("open", &lock_path, &e))?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match lock.try_lock_exclusive() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io_error("lock", &lock_path, &e)),
+            }
+            let waited = started.elapsed();
+            if waited >= self.lock_timeout {
+                return Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    "node state is busy: try again later",
+                )
+                .with_details(format!(
+                    "lock {} still held by another process after {} ms",
+                    lock_path.display(),
+                    waited.as_millis()
+                )));
+            }
+            std::thread::sleep(pause.min(self.lock_timeout - waited));
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+        self.remove_stray_temps();
+        let data = self.read()?;
+        Ok(StateGuard {
+            lock,
+            dir: self.dir.clone(),
+            data,
+        })
+    }
+
+    /// Read the document without the lock (a consistent snapshot: writes are atomic renames).
+    pub fn read(&self) -> Result<StateData, CniError> {
+        let path = self.dir.join(STATE_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                CniError::new(
+                    ErrorCode::Other(CODE_STATE_CORRUPT),
+                    "node state is unusable",
+                )
+                .with_details(format!("{}: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StateData::default()),
+            Err(e) => Err(io_error("read", &path, &e)),
+        }
+    }
+
+    fn remove_stray_temps(&self) {
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+impl StateGuard {
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Write the document atomically (temp file, fsync, rename, fsync of the directory).
+    pub fn commit(&mut self) -> Result<(), CniError> {
+        self.data.generation += 1;
+        let bytes = serde_json::to_vec_pretty(&self.data)
+            .map_err(|e| CniError::io(format!("node state: encode: {e}")))?;
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{}", std::process::id()));
+        let path = self.dir.join(STATE_FILE);
+        let written = (|| -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            self.data.generation -= 1;
+            return Err(io_error("write", &path, &e));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        let _ = fs4::fs_std::FileExt::unlock(&self.lock);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rec(cid: &str) -> EndpointRecord {
+        EndpointRecord {
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            netns: "/var/run/netns/x".into(),
+            host_ifname: cnet_route::host_ifname(cid, "eth0"),
+            addresses: vec!["10.0.0.2/32".parse().unwrap()],
+            namespace: "default".into(),
+            name: cid.into(),
+            labels: BTreeMap::new(),
+            labels_known: true,
+            mode: "transparent".into(),
+            phase: Phase::Pending,
+        }
+    }
+
+    #[test]
+    fn commit_and_read_back_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let s = NodeState::new(d.path().join("net"), Duration::from_secs(1));
+        {
+            let mut g = s.lock().unwrap();
+            g.data.upsert_endpoint(rec("b"));
+            g.data.upsert_endpoint(rec("a"));
+            g.commit().unwrap();
+        }
+        let data = s.read().unwrap();
+        assert_eq!(data.generation, 1);
+        assert_eq!(data.endpoints[0].container_id, "a");
+        let mut g = s.lock().unwrap();
+        assert!(g.data.remove_endpoint("a", "eth0").is_some());
+        assert!(g.data.remove_endpoint("a", "eth0").is_none());
+        g.commit().unwrap();
+        drop(g);
+        assert_eq!(s.read().unwrap().endpoints.len(), 1);
+    }
+
+    #[test]
+    fn lock_wait_is_bounded_with_code_11() {
+        let d = tempfile::tempdir().unwrap();
+        let s = NodeState::new(d.path(), Duration::from_millis(30));
+        let held = s.lock().unwrap();
+        let e = s.lock().unwrap_err();
+        assert_eq!(e.code, ErrorCode::TryAgainLater);
+        drop(held);
+        assert!(s.lock().is_ok());
+    }
+
+    #[test]
+    fn corrupt_document_is_reported_and_stray_temps_removed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(STATE_FILE), b"{not json").unwrap();
+        std::fs::write(d.path().join(format!("{TMP_PREFIX}77")), b"x").unwrap();
+        let s = NodeState::new(d.path(), Duration::from_secs(1));
+        let e = s.lock().unwrap_err();
+        assert_eq!(e.code, ErrorCode::Other(CODE_STATE_CORRUPT));
+        assert!(!d.path().join(format!("{TMP_PREFIX}77")).exists());
+    }
+
+    #[test]
+    fn policies_upsert_replace_remove() {
+        let mut data = StateData::default();
+        let p = |n: &str, v: i32| StoredPolicy {
+            kind: "NetworkPolicy".into(),
+            namespace: "ns".into(),
+            name: n.into(),
+            object: serde_json::json!({"v": v}),
+        };
+        assert!(data.upsert_policy(p("b", 1)));
+        assert!(data.upsert_policy(p("a", 1)));
+        assert!(!data.upsert_policy(p("a", 1)));
+        assert!(data.upsert_policy(p("a", 2)));
+        assert_eq!(data.policies.len(), 2);
+        assert_eq!(data.policies[0].name, "a");
+        assert!(data.remove_policy("NetworkPolicy", "ns", "a").is_some());
+        assert_eq!(data.policies.len(), 1);
+    }
+}
