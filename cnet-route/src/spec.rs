@@ -76,6 +76,16 @@ impl EndpointSpec {
             if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
                 return Err(invalid(&format!("addresses[{i}]"), "not a unicast address"));
             }
+            let link_local = match ip {
+                IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+                IpAddr::V6(v6) => v6.is_unicast_link_local(),
+            };
+            if link_local {
+                return Err(invalid(
+                    &format!("addresses[{i}]"),
+                    "link-local addresses are not pod addresses",
+                ));
+            }
             if self.addresses[..i].iter().any(|b| b.ip() == ip) {
                 return Err(invalid(&format!("addresses[{i}]"), "duplicate address"));
             }
@@ -296,8 +306,15 @@ mod tests {
         let mut s = spec();
         s.mtu = Some(20);
         assert!(s.validate().is_err());
-        let mut s = spec();
-        s.addresses = vec!["224.0.0.1/32".parse().expect("cidr")];
-        assert!(s.validate().is_err());
+        for bad in [
+            "224.0.0.1/32",
+            "169.254.1.5/16",
+            "fe80::5/64",
+            "255.255.255.255/32",
+        ] {
+            let mut s = spec();
+            s.addresses = vec![bad.parse().expect("cidr")];
+            assert!(s.validate().is_err(), "{bad}");
+        }
     }
 }

@@ -18,6 +18,7 @@ fn v4() -> impl Strategy<Value = IpNetwork> {
             && !ip.is_multicast()
             && !ip.is_loopback()
             && !ip.is_broadcast()
+            && !ip.is_link_local()
             && host_part > 1
             && host_part < broadcast;
         ok.then_some(net)
@@ -28,7 +29,11 @@ fn v6() -> impl Strategy<Value = IpNetwork> {
     (any::<u128>(), 16u8..=120).prop_filter_map("unicast host address", |(bits, prefix)| {
         let ip = Ipv6Addr::from(bits);
         let host_part = bits & (u128::MAX >> prefix);
-        let ok = !ip.is_unspecified() && !ip.is_multicast() && !ip.is_loopback() && host_part > 1;
+        let ok = !ip.is_unspecified()
+            && !ip.is_multicast()
+            && !ip.is_loopback()
+            && !ip.is_unicast_link_local()
+            && host_part > 1;
         ok.then(|| IpNetwork::new(IpAddr::V6(ip), prefix).ok())
             .flatten()
     })
@@ -122,6 +127,8 @@ fn common(spec: &EndpointSpec, p: &EndpointPlan) {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
     #[test]
     fn transparent_plans_are_consistent(spec in spec()) {
         let p = plan_transparent(&spec, spec.mtu.unwrap_or(1500)).expect("valid spec plans");
