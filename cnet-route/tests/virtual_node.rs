@@ -597,6 +597,15 @@ fn invalid_specs_touch_nothing() {
         TransparentMode::new().detach(&n, &s).is_ok(),
         "detach with no netns"
     );
+    // A path that exists but is no network namespace.
+    let file = std::env::temp_dir().join(unique_name("notns"));
+    std::fs::write(&file, b"").expect("temp file");
+    s.netns = file.clone();
+    let err = TransparentMode::new()
+        .attach(&n, &s)
+        .expect_err("not a netns");
+    let _ = std::fs::remove_file(&file);
+    assert!(matches!(&err, Error::Netns { op: "setns", .. }), "{err}");
     assert_eq!(vn.snapshot(), baseline);
 }
 
