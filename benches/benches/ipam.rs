@@ -1,8 +1,8 @@
 //! Bench `ipam`: allocations per second in the cnet-ipam library, filling a /16 from empty to
-//! full (65 533 addresses), with the in-memory allocator and with the disk allocator committing
-//! (fdatasync) every allocation as the plugin does. Also: the cost of one plugin-style call
-//! (open the store, allocate, close) at several fill levels, which includes reading the
-//! journal.
+//! full (65 533 addresses), with the in-memory allocator (also per decile of fill, and refilling
+//! holes in a full pool) and with the disk allocator committing (fdatasync) every allocation as
+//! the plugin does. Also: the cost of one plugin-style call (open the store, allocate, close) at
+//! several fill levels, which includes reading the journal.
 //!
 //! `cargo bench -p cnet-benches --bench ipam` measures; under `cargo test` a /24 smoke pass runs.
 

@@ -464,3 +464,37 @@ fn kill_dash_nine_at_any_instant_loses_no_acknowledged_lease() {
         assert_eq!(temps, 0);
     }
 }
+
+#[test]
+fn leases_survive_a_change_of_ranges() {
+    let d = tempfile::tempdir().expect("tmp");
+    let narrow = common::sets(serde_json::json!({"subnet": "10.0.0.0/24", "rangeEnd": "10.0.0.9"}));
+    let mut a = open(d.path(), &narrow);
+    for i in 0..3 {
+        alloc(&mut a, owner(i)).expect("alloc");
+    }
+    drop(a);
+    // The operator moves the range; leases taken under the old one are kept and still block
+    // their addresses where the new range covers them.
+    let wide = common::sets(serde_json::json!({"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.3"}));
+    let mut b = open(d.path(), &wide);
+    assert_eq!(b.leases().expect("leases").len(), 3);
+    let l = alloc(&mut b, owner(7)).expect("alloc");
+    assert_eq!(
+        l.ips()[0].to_string(),
+        "10.0.0.5",
+        "after the last reserved .4, skipping held ones"
+    );
+    let e = b
+        .allocate(&AllocationRequest::with_requested(
+            owner(8),
+            vec!["10.0.0.3".parse().expect("ip")],
+        ))
+        .expect_err("held under the old range");
+    assert!(matches!(e, IpamError::AddressUnavailable { .. }), "{e}");
+    assert!(
+        b.release(&owner(0)).expect("release").is_some(),
+        "10.0.0.2 lease (now outside) releasable"
+    );
+    assert_eq!(b.status().expect("status").range_sets[0].used, 3);
+}
