@@ -220,12 +220,30 @@ fn main() {
     }
 
     println!("route: attach/detach per pod, {pods} pods per implementation, IPv4 (ms, median)");
-    println!("{:<24} {:>10} {:>10}", "implementation", "attach", "detach");
+    println!(
+        "{:<24} {:>10} {:>17} {:>10} {:>17}",
+        "implementation", "attach", "(min-max)", "detach", "(min-max)"
+    );
     let mut med = Vec::new();
     for lane in lanes.iter_mut() {
         let a = cnet_benches::median(&mut lane.attach).unwrap_or(f64::NAN);
         let d = cnet_benches::median(&mut lane.detach).unwrap_or(f64::NAN);
-        println!("{:<24} {:>10.3} {:>10.3}", lane.imp.label(), a, d);
+        // median() sorted the samples.
+        let range = |v: &[f64]| {
+            format!(
+                "({:.2}-{:.2})",
+                v.first().copied().unwrap_or(f64::NAN),
+                v.last().copied().unwrap_or(f64::NAN)
+            )
+        };
+        println!(
+            "{:<24} {:>10.3} {:>17} {:>10.3} {:>17}",
+            lane.imp.label(),
+            a,
+            range(&lane.attach),
+            d,
+            range(&lane.detach)
+        );
         med.push((a, d));
     }
     let ratio = |ours: usize, reference: usize| {
