@@ -116,17 +116,6 @@ pub struct SideDecision {
     pub logged: Vec<RuleRef>,
 }
 
-impl SideDecision {
-    fn open(reason: SideReason) -> Self {
-        SideDecision {
-            verdict: Verdict::Allow,
-            reason,
-            selected_by: Vec::new(),
-            logged: Vec::new(),
-        }
-    }
-}
-
 /// The verdict on a flow with its reasons.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -212,17 +201,21 @@ impl Default for EvaluatorOptions {
 
 /// Policies and inventory, indexed for per-flow decisions: address → endpoint/node lookups
 /// and, per endpoint and direction, the policies selecting it are computed once, so a
-/// decision costs O(rules of the selecting policies).
+/// decision costs O(rules of the selecting policies), independent of the number of pods.
 #[derive(Debug, Clone)]
 pub struct Evaluator {
     policies: PolicySet,
     inventory: Inventory,
     options: EvaluatorOptions,
-    ns_labels: BTreeMap<String, Labels>,
-    pod_by_addr: HashMap<IpAddr, EndpointId>,
+    /// Endpoints in id order (indices below point here).
+    eps: Vec<Endpoint>,
+    /// Effective namespace labels per endpoint (index into `ns_labels`).
+    ep_ns: Vec<usize>,
+    ns_labels: Vec<Labels>,
+    pod_by_addr: HashMap<IpAddr, usize>,
     node_by_addr: HashMap<IpAddr, String>,
-    /// endpoint → [ingress, egress] selecting (tier, policy) indices, in evaluation order.
-    selection: HashMap<EndpointId, [Vec<(usize, usize)>; 2]>,
+    /// Per endpoint: [ingress, egress] selecting (tier, policy) indices, in evaluation order.
+    selection: Vec<[Vec<(usize, usize)>; 2]>,
 }
 
 /// Per tier: policies whose subject names one namespace, by namespace; and the rest.
@@ -233,6 +226,25 @@ fn dir_index(d: Direction) -> usize {
         Direction::Ingress => 0,
         Direction::Egress => 1,
     }
+}
+
+/// A side's decision without allocations: indices into the policy set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawReason {
+    NotAPod,
+    NotSelected,
+    AllTiersPassed,
+    ResidentNode,
+    /// (action, tier, policy, rule)
+    Rule(Action, usize, usize, usize),
+    TierDefault(usize),
+}
+
+/// The two sides of a flow as endpoint indices.
+#[derive(Debug, Clone, Copy)]
+struct Sides {
+    src: Option<usize>,
+    dst: Option<usize>,
 }
 
 impl Evaluator {
@@ -247,16 +259,23 @@ impl Evaluator {
         inventory: Inventory,
         options: EvaluatorOptions,
     ) -> Self {
-        let mut ns_labels = BTreeMap::new();
+        let eps: Vec<Endpoint> = inventory.endpoints.values().cloned().collect();
+        let mut ns_index: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut ns_labels = Vec::new();
         for ns in inventory
             .namespaces
             .keys()
-            .chain(inventory.endpoints.values().map(|e| &e.namespace))
+            .chain(eps.iter().map(|e| &e.namespace))
         {
-            if !ns_labels.contains_key(ns) {
-                ns_labels.insert(ns.clone(), inventory.namespace_labels(ns));
+            if !ns_index.contains_key(ns.as_str()) {
+                ns_index.insert(ns, ns_labels.len());
+                ns_labels.push(inventory.namespace_labels(ns));
             }
         }
+        let ep_ns: Vec<usize> = eps
+            .iter()
+            .map(|e| ns_index.get(e.namespace.as_str()).copied().unwrap_or(0))
+            .collect();
         let mut pod_by_addr = HashMap::new();
         let mut node_by_addr = HashMap::new();
         for n in inventory.nodes.values() {
@@ -264,18 +283,17 @@ impl Evaluator {
                 node_by_addr.insert(*a, n.name.clone());
             }
         }
-        for ep in inventory.endpoints.values() {
+        for (i, ep) in eps.iter().enumerate() {
             for a in &ep.addresses {
                 if ep.host_network {
                     node_by_addr
                         .entry(*a)
                         .or_insert_with(|| ep.node.clone().unwrap_or_default());
                 } else {
-                    pod_by_addr.insert(*a, ep.id());
+                    pod_by_addr.insert(*a, i);
                 }
             }
         }
-        // Per tier: policies whose subject names one namespace, by namespace; the rest.
         let mut by_ns: Vec<TierIndex<'_>> = Vec::new();
         for tier in &policies.tiers {
             let mut named: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -288,36 +306,40 @@ impl Evaluator {
             }
             by_ns.push((named, other));
         }
-        let mut selection = HashMap::new();
-        for ep in inventory.endpoints.values().filter(|e| !e.host_network) {
+        let mut selection = Vec::with_capacity(eps.len());
+        for (e, ep) in eps.iter().enumerate() {
             let mut sel: [Vec<(usize, usize)>; 2] = [Vec::new(), Vec::new()];
-            let empty = Labels::new();
-            let nsl = ns_labels.get(&ep.namespace).unwrap_or(&empty);
-            for (t, tier) in policies.tiers.iter().enumerate() {
-                let (named, other) = &by_ns[t];
-                let mut cands: Vec<usize> = named
-                    .get(ep.namespace.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                cands.extend(other.iter().copied());
-                cands.sort_unstable();
-                for i in cands {
-                    let p = &tier.policies[i];
-                    if subject_matches(&p.subject, ep, nsl) {
-                        for d in [Direction::Ingress, Direction::Egress] {
-                            if p.rules(d).is_some() {
-                                sel[dir_index(d)].push((t, i));
+            if !ep.host_network {
+                let nsl = &ns_labels[ep_ns[e]];
+                for (t, tier) in policies.tiers.iter().enumerate() {
+                    let (named, other) = &by_ns[t];
+                    let mut cands: Vec<usize> = named
+                        .get(ep.namespace.as_str())
+                        .cloned()
+                        .unwrap_or_default();
+                    cands.extend(other.iter().copied());
+                    cands.sort_unstable();
+                    for i in cands {
+                        let p = &tier.policies[i];
+                        if subject_matches(&p.subject, ep, nsl) {
+                            for d in [Direction::Ingress, Direction::Egress] {
+                                if p.rules(d).is_some() {
+                                    sel[dir_index(d)].push((t, i));
+                                }
                             }
                         }
                     }
                 }
             }
-            selection.insert(ep.id(), sel);
+            selection.push(sel);
         }
+        drop(by_ns);
         Evaluator {
             policies,
             inventory,
             options,
+            eps,
+            ep_ns,
             ns_labels,
             pod_by_addr,
             node_by_addr,
@@ -337,8 +359,8 @@ impl Evaluator {
 
     /// What an address is: a pod, a node (or host-network pod), or external.
     pub fn resolve(&self, addr: IpAddr) -> FlowSide {
-        if let Some(id) = self.pod_by_addr.get(&addr) {
-            FlowSide::Pod(id.clone())
+        if let Some(&i) = self.pod_by_addr.get(&addr) {
+            FlowSide::Pod(self.eps[i].id())
         } else if let Some(n) = self.node_by_addr.get(&addr) {
             FlowSide::Node(n.clone(), addr)
         } else {
@@ -346,38 +368,66 @@ impl Evaluator {
         }
     }
 
-    fn pod(&self, side: &FlowSide) -> Option<&Endpoint> {
-        match side {
-            FlowSide::Pod(id) => self.inventory.endpoints.get(id),
-            _ => None,
+    fn sides(&self, flow: &Flow) -> Sides {
+        Sides {
+            src: self.pod_by_addr.get(&flow.src).copied(),
+            dst: self.pod_by_addr.get(&flow.dst).copied(),
         }
     }
 
-    /// Decide a connection attempt.
-    pub fn decide(&self, flow: &Flow) -> Decision {
-        let src = self.resolve(flow.src);
-        let dst = self.resolve(flow.dst);
-        let src_ep = self.pod(&src);
-        let dst_ep = self.pod(&dst);
-        let egress = match src_ep {
-            None => SideDecision::open(SideReason::NotAPod),
-            Some(ep) => self.side(ep, Direction::Egress, flow, flow.dst, dst_ep, dst_ep),
-        };
-        let ingress = match dst_ep {
-            None => SideDecision::open(SideReason::NotAPod),
+    /// The verdict alone, without building the reason (no allocation): for bulk checks.
+    /// Always equal to `self.decide(flow).verdict`.
+    pub fn verdict(&self, flow: &Flow) -> Verdict {
+        let s = self.sides(flow);
+        let (e, _) = self.egress_raw(flow, s, None);
+        if e == Verdict::Deny {
+            return Verdict::Deny;
+        }
+        self.ingress_raw(flow, s, None).0
+    }
+
+    fn egress_raw(
+        &self,
+        flow: &Flow,
+        s: Sides,
+        logged: Option<&mut Vec<(usize, usize, usize)>>,
+    ) -> (Verdict, RawReason) {
+        match s.src {
+            None => (Verdict::Allow, RawReason::NotAPod),
+            Some(ep) => self.side_raw(ep, Direction::Egress, flow, flow.dst, s.dst, s.dst, logged),
+        }
+    }
+
+    fn ingress_raw(
+        &self,
+        flow: &Flow,
+        s: Sides,
+        logged: Option<&mut Vec<(usize, usize, usize)>>,
+    ) -> (Verdict, RawReason) {
+        match s.dst {
+            None => (Verdict::Allow, RawReason::NotAPod),
             Some(ep) => {
                 if self.options.allow_from_resident_node
-                    && self.is_resident_node_traffic(ep, flow.src)
+                    && self.is_resident_node_traffic(&self.eps[ep], flow.src)
                 {
-                    let mut d = SideDecision::open(SideReason::ResidentNode);
-                    d.selected_by = self.selected_by(ep, Direction::Ingress);
-                    d
+                    (Verdict::Allow, RawReason::ResidentNode)
                 } else {
-                    self.side(ep, Direction::Ingress, flow, flow.src, src_ep, dst_ep)
+                    self.side_raw(ep, Direction::Ingress, flow, flow.src, s.src, s.dst, logged)
                 }
             }
-        };
-        let verdict = if egress.verdict == Verdict::Allow && ingress.verdict == Verdict::Allow {
+        }
+    }
+
+    /// Decide a connection attempt, with the reasons.
+    pub fn decide(&self, flow: &Flow) -> Decision {
+        let s = self.sides(flow);
+        let mut elog = Vec::new();
+        let mut ilog = Vec::new();
+        let (ev, er) = self.egress_raw(flow, s, Some(&mut elog));
+        let (iv, ir) = self.ingress_raw(flow, s, Some(&mut ilog));
+        let egress = self.side_decision(s.src, Direction::Egress, ev, er, &elog);
+        let ingress = self.side_decision(s.dst, Direction::Ingress, iv, ir, &ilog);
+        let verdict = if ev == Verdict::Allow && iv == Verdict::Allow {
             Verdict::Allow
         } else {
             Verdict::Deny
@@ -385,11 +435,58 @@ impl Evaluator {
         Decision {
             verdict,
             flow: *flow,
-            src,
-            dst,
+            src: self.resolve(flow.src),
+            dst: self.resolve(flow.dst),
             egress,
             ingress,
             reply: false,
+        }
+    }
+
+    fn rule_ref(&self, t: usize, p: usize, dir: Direction, index: usize) -> RuleRef {
+        let tier = &self.policies.tiers[t];
+        RuleRef {
+            tier: tier.name.clone(),
+            policy: tier.policies[p].id.clone(),
+            direction: dir,
+            index,
+        }
+    }
+
+    fn side_decision(
+        &self,
+        ep: Option<usize>,
+        dir: Direction,
+        verdict: Verdict,
+        raw: RawReason,
+        logged: &[(usize, usize, usize)],
+    ) -> SideDecision {
+        let reason = match raw {
+            RawReason::NotAPod => SideReason::NotAPod,
+            RawReason::NotSelected => SideReason::NotSelected,
+            RawReason::AllTiersPassed => SideReason::AllTiersPassed,
+            RawReason::ResidentNode => SideReason::ResidentNode,
+            RawReason::Rule(a, t, p, i) => SideReason::Rule(a, self.rule_ref(t, p, dir, i)),
+            RawReason::TierDefault(t) => {
+                SideReason::TierDefault(self.policies.tiers[t].name.clone())
+            }
+        };
+        let selected_by = ep
+            .map(|e| {
+                self.selection[e][dir_index(dir)]
+                    .iter()
+                    .map(|&(t, i)| self.policies.tiers[t].policies[i].id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        SideDecision {
+            verdict,
+            reason,
+            selected_by,
+            logged: logged
+                .iter()
+                .map(|&(t, p, i)| self.rule_ref(t, p, dir, i))
+                .collect(),
         }
     }
 
@@ -431,77 +528,57 @@ impl Evaluator {
         self.node_by_addr.get(&src) == Some(node)
     }
 
-    fn selected_by(&self, ep: &Endpoint, dir: Direction) -> Vec<PolicyId> {
-        self.selection
-            .get(&ep.id())
-            .map(|s| {
-                s[dir_index(dir)]
-                    .iter()
-                    .map(|&(t, i)| self.policies.tiers[t].policies[i].id.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Decide one direction at `ep`. `other` is the address of the other side, `other_ep` its
-    /// pod (if any), `dst_ep` the destination pod (for named ports).
-    fn side(
+    /// Decide one direction at endpoint `ep`. `other` is the address of the other side,
+    /// `other_ep` its pod (if any), `dst_ep` the destination pod (for named ports).
+    #[allow(clippy::too_many_arguments)]
+    fn side_raw(
         &self,
-        ep: &Endpoint,
+        ep: usize,
         dir: Direction,
         flow: &Flow,
         other: IpAddr,
-        other_ep: Option<&Endpoint>,
-        dst_ep: Option<&Endpoint>,
-    ) -> SideDecision {
-        let Some(sel) = self.selection.get(&ep.id()) else {
-            return SideDecision::open(SideReason::NotSelected);
-        };
-        let sel = &sel[dir_index(dir)];
+        other_ep: Option<usize>,
+        dst_ep: Option<usize>,
+        mut logged: Option<&mut Vec<(usize, usize, usize)>>,
+    ) -> (Verdict, RawReason) {
+        let sel = &self.selection[ep][dir_index(dir)];
         if sel.is_empty() {
-            return SideDecision::open(SideReason::NotSelected);
+            return (Verdict::Allow, RawReason::NotSelected);
         }
-        let selected_by: Vec<PolicyId> = sel
-            .iter()
-            .map(|&(t, i)| self.policies.tiers[t].policies[i].id.clone())
-            .collect();
-        let mut logged = Vec::new();
+        let other_ep = other_ep.map(|i| (&self.eps[i], &self.ns_labels[self.ep_ns[i]]));
+        let dst_ep = dst_ep.map(|i| &self.eps[i]);
         let mut k = 0;
         while k < sel.len() {
             let t = sel[k].0;
             let tier = &self.policies.tiers[t];
             let mut passed = false;
             'tier: while k < sel.len() && sel[k].0 == t {
-                let p = &tier.policies[sel[k].1];
+                let pi = sel[k].1;
                 k += 1;
-                for (index, rule) in p.rules(dir).unwrap_or(&[]).iter().enumerate() {
+                let rules = tier.policies[pi].rules(dir).unwrap_or(&[]);
+                for (index, rule) in rules.iter().enumerate() {
                     if !self.rule_matches(rule, flow, other, other_ep, dst_ep) {
                         continue;
                     }
-                    let r = RuleRef {
-                        tier: tier.name.clone(),
-                        policy: p.id.clone(),
-                        direction: dir,
-                        index,
-                    };
-                    let verdict = match rule.action {
-                        Action::Allow => Verdict::Allow,
-                        Action::Deny => Verdict::Deny,
+                    match rule.action {
+                        Action::Allow | Action::Deny => {
+                            let v = if rule.action == Action::Allow {
+                                Verdict::Allow
+                            } else {
+                                Verdict::Deny
+                            };
+                            return (v, RawReason::Rule(rule.action, t, pi, index));
+                        }
                         Action::Log => {
-                            logged.push(r);
-                            continue;
+                            if let Some(l) = logged.as_deref_mut() {
+                                l.push((t, pi, index));
+                            }
                         }
                         Action::Pass => {
                             passed = true;
                             break 'tier;
                         }
-                    };
-                    return SideDecision {
-                        verdict,
-                        reason: SideReason::Rule(rule.action, r),
-                        selected_by,
-                        logged,
-                    };
+                    }
                 }
             }
             // Skip what is left of this tier (after a Pass).
@@ -509,20 +586,10 @@ impl Evaluator {
                 k += 1;
             }
             if !passed && tier.default == TierDefault::Deny {
-                return SideDecision {
-                    verdict: Verdict::Deny,
-                    reason: SideReason::TierDefault(tier.name.clone()),
-                    selected_by,
-                    logged,
-                };
+                return (Verdict::Deny, RawReason::TierDefault(t));
             }
         }
-        SideDecision {
-            verdict: Verdict::Allow,
-            reason: SideReason::AllTiersPassed,
-            selected_by,
-            logged,
-        }
+        (Verdict::Allow, RawReason::AllTiersPassed)
     }
 
     fn rule_matches(
@@ -530,7 +597,7 @@ impl Evaluator {
         rule: &Rule,
         flow: &Flow,
         other: IpAddr,
-        other_ep: Option<&Endpoint>,
+        other_ep: Option<(&Endpoint, &Labels)>,
         dst_ep: Option<&Endpoint>,
     ) -> bool {
         let port_ok = match &rule.ports {
@@ -546,14 +613,15 @@ impl Evaluator {
         }
     }
 
-    fn peer_matches(&self, peer: &Peer, other: IpAddr, other_ep: Option<&Endpoint>) -> bool {
+    fn peer_matches(
+        &self,
+        peer: &Peer,
+        other: IpAddr,
+        other_ep: Option<(&Endpoint, &Labels)>,
+    ) -> bool {
         match peer {
             Peer::Cidr(b) => b.contains(other),
-            Peer::Endpoints(sel) => other_ep.is_some_and(|ep| {
-                let empty = Labels::new();
-                let nsl = self.ns_labels.get(&ep.namespace).unwrap_or(&empty);
-                subject_matches(sel, ep, nsl)
-            }),
+            Peer::Endpoints(sel) => other_ep.is_some_and(|(ep, nsl)| subject_matches(sel, ep, nsl)),
             Peer::Nodes(sel) => self
                 .node_by_addr
                 .get(&other)

@@ -248,6 +248,15 @@ proptest! {
         }
     }
 
+    /// The allocation-free fast path agrees with the explained decision on every flow.
+    #[test]
+    fn fast_verdict_equals_decision(inv in world(), ps in vec(policy(), 0..5)) {
+        let e = evaluator(&ps, &inv);
+        for f in flows(&inv) {
+            prop_assert_eq!(e.verdict(&f), e.decide(&f).verdict);
+        }
+    }
+
     /// An empty podSelector selects every pod of the policy's namespace and none elsewhere.
     #[test]
     fn empty_pod_selector_selects_exactly_its_namespace(inv in world(), p in policy()) {
