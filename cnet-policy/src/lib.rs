@@ -33,7 +33,9 @@
 
 pub mod admin;
 pub mod api;
+pub mod compile;
 pub mod endpoint;
+pub mod engine;
 pub mod error;
 pub mod evaluator;
 #[cfg(feature = "k8s-openapi")]

@@ -1,0 +1,887 @@
+//! The compiler: normalised policy model + endpoints + namespaces + routing mode → one
+//! nftables table (IR, see [`crate::nft`]). Pure: no IO.
+//!
+//! # Shape of the table (`inet cnet`, both routing modes)
+//!
+//! * Four hooks, two directions. Egress of a pod is decided in base chains on `forward` and
+//!   `input` at priority 0, ingress on `forward` (and `output` when traffic from the resident
+//!   node is not always allowed) at priority 10. Because `accept` only ends one base chain, a
+//!   pod-to-pod packet is judged by the source's egress chain and then the destination's
+//!   ingress chain; `drop` anywhere is final (a silent drop).
+//! * Each base chain: `ct state established,related accept` first (replies of allowed
+//!   connections), ICMPv6 neighbour discovery accepted, then dispatch through a verdict map
+//!   keyed by the pod: its host interface (`iifname`/`oifname`) in transparent mode, its address
+//!   (`ip saddr`/`ip daddr`) in bridge mode. A pod the map does not know is not ours (remote or
+//!   not a pod): no policy applies. A known pod maps to `accept` (no policy selects it for that
+//!   direction: open), `drop` (pending: attached, policy not programmed yet — fail closed) or
+//!   `goto <dir>_start` (selected).
+//! * `<dir>_start` drops `ct state invalid` and walks the tiers in order. A tier's chain jumps,
+//!   for each policy in order, to the policy's chain when the pod is in the policy's subject
+//!   set; then, for a tier whose default is `Deny`, drops pods of any of its subjects; then
+//!   `goto`es the next tier. Tiers whose policies are all namespaced (NetworkPolicy) are split
+//!   per namespace behind one more verdict map (pod → its namespace's chain), so a packet only
+//!   walks its own namespace's policies.
+//! * A policy chain holds its rules in order: `accept` (Allow), `drop` (Deny), `goto` the next
+//!   tier (Pass; `accept` after the last tier), `log` without a verdict (Log).
+//! * Every selector, ipBlock, node selector and named port is a named set shared by all rules
+//!   that use it; pods only change set and map elements, never rules.
+//!
+//! # Bridge mode
+//! The kernel here has no `nf_conntrack_bridge` (`ct state` in a `bridge` table fails with
+//! EPROTO), and policy needs conntrack. Bridge mode therefore relies on br_netfilter: the node
+//! sets `net.bridge.bridge-nf-call-iptables=1` and `-ip6tables=1` (cnet-route's
+//! `BridgeMode { br_netfilter: true, .. }`), bridged pod-to-pod frames traverse the `inet`
+//! forward hook with the bridge as interface, and dispatch is by address.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use crate::endpoint::{Endpoint, EndpointId, Inventory};
+use crate::model::{
+    Action, CidrBlock, Direction, EndpointSelector, Labels, NamespaceMatch, Peer, PeerSet, Policy,
+    PolicySet, PortMatch, PortSet, PortSpec, Selector, TierDefault, TierKind,
+};
+use crate::nft::{
+    Chain, ChainPolicy, CtState, Element, Expr, Family, Field, Hook, KeyType, PROTO_ICMPV6,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP, Part, Rule, Ruleset, Set, Table, Value, Verdict,
+};
+
+/// How pods are attached to the node (see the module docs for what each implies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// One veth per pod, routed by the node: dispatch on the host interface name.
+    Transparent,
+    /// Pods on a Linux bridge with br_netfilter on: dispatch on the pod address.
+    Bridge,
+}
+
+/// Compiler options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Routing mode.
+    pub mode: Mode,
+    /// Name of the `inet` table we own.
+    pub table: String,
+    /// The node this ruleset is for: endpoints on other nodes only fill peer sets. `None`:
+    /// every endpoint is local.
+    pub node: Option<String>,
+    /// Traffic the node itself sends to its pods is always allowed (Kubernetes; the
+    /// evaluator's `allow_from_resident_node`). When false, an `output` ingress chain
+    /// applies policy to it too.
+    pub allow_from_resident_node: bool,
+}
+
+impl CompileOptions {
+    /// Options for a mode with the table `cnet`, all endpoints local, resident node allowed.
+    pub fn new(mode: Mode) -> CompileOptions {
+        CompileOptions {
+            mode,
+            table: "cnet".to_string(),
+            node: None,
+            allow_from_resident_node: true,
+        }
+    }
+}
+
+/// What the compiler needs to know about local pods beyond the policy [`Inventory`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachments {
+    /// Host-side interface of each local pod (transparent mode dispatches on it).
+    pub host_ifname: BTreeMap<EndpointId, String>,
+    /// Pods attached but whose policy must not be trusted yet: all their traffic drops.
+    pub pending: BTreeSet<EndpointId>,
+}
+
+/// Errors of the compiler.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// A host interface name cannot be an nftables `ifname` (empty or longer than 15 bytes).
+    #[error("endpoint {endpoint}: host interface name {ifname:?} is not a valid interface name")]
+    BadIfname {
+        /// The endpoint.
+        endpoint: EndpointId,
+        /// The name.
+        ifname: String,
+    },
+    /// The table name is not a valid nftables name.
+    #[error("table name {0:?}: must be 1..=64 of [A-Za-z0-9_-], starting with a letter or _")]
+    BadTable(String),
+}
+
+/// Direction tag used in names.
+fn tag(d: Direction) -> &'static str {
+    match d {
+        Direction::Ingress => "ing",
+        Direction::Egress => "eg",
+    }
+}
+
+/// FNV-1a 64 of a string: stable names for sets and chains across processes.
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn short_hash(s: &str) -> String {
+    format!("{:012x}", fnv(s) & 0xffff_ffff_ffff)
+}
+
+/// `[A-Za-z0-9_-]` only, at most `max` bytes.
+fn sanitize(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(max)
+        .collect()
+}
+
+/// Family of an address-typed match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fam {
+    V4,
+    V6,
+}
+
+impl Fam {
+    fn of(a: IpAddr) -> Fam {
+        if a.is_ipv4() { Fam::V4 } else { Fam::V6 }
+    }
+    fn nfproto(self) -> Expr {
+        match self {
+            Fam::V4 => Expr::ipv4(),
+            Fam::V6 => Expr::ipv6(),
+        }
+    }
+    fn addr_key(self) -> KeyType {
+        match self {
+            Fam::V4 => KeyType::Ipv4Addr,
+            Fam::V6 => KeyType::Ipv6Addr,
+        }
+    }
+    fn saddr(self) -> Field {
+        match self {
+            Fam::V4 => Field::IpSaddr,
+            Fam::V6 => Field::Ip6Saddr,
+        }
+    }
+    fn daddr(self) -> Field {
+        match self {
+            Fam::V4 => Field::IpDaddr,
+            Fam::V6 => Field::Ip6Daddr,
+        }
+    }
+    fn digit(self) -> &'static str {
+        match self {
+            Fam::V4 => "4",
+            Fam::V6 => "6",
+        }
+    }
+}
+
+const FAMS: [Fam; 2] = [Fam::V4, Fam::V6];
+
+/// Name of the constant set of protocols that have ports.
+pub const PORTED_PROTOS_SET: &str = "ported_protos";
+
+/// Compile a policy set for the endpoints of `inventory` into one `inet` table.
+pub fn compile(
+    policies: &PolicySet,
+    inventory: &Inventory,
+    attachments: &Attachments,
+    opts: &CompileOptions,
+) -> Result<Ruleset, CompileError> {
+    let ok_table = !opts.table.is_empty()
+        && opts.table.len() <= 64
+        && opts
+            .table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !opts
+            .table
+            .starts_with(|c: char| c.is_ascii_digit() || c == '-');
+    if !ok_table {
+        return Err(CompileError::BadTable(opts.table.clone()));
+    }
+    let mut c = Compiler::new(policies, inventory, attachments, opts)?;
+    for d in [Direction::Egress, Direction::Ingress] {
+        c.direction(d);
+    }
+    let mut t = Table::new(Family::Inet, &opts.table);
+    t.chains = c.chains;
+    t.sets = c.sets;
+    Ok(Ruleset::new().with_table(t))
+}
+
+struct Compiler<'a> {
+    policies: &'a PolicySet,
+    inv: &'a Inventory,
+    att: &'a Attachments,
+    opts: &'a CompileOptions,
+    ns_labels: BTreeMap<String, Labels>,
+    /// Local pod-network endpoints (dispatched here).
+    local: Vec<&'a Endpoint>,
+    chains: BTreeMap<String, Chain>,
+    sets: BTreeMap<String, Set>,
+}
+
+/// Whether an endpoint selector selects a pod-network endpoint (as the evaluator does).
+fn selects(sel: &EndpointSelector, ep: &Endpoint, ns_labels: &Labels) -> bool {
+    if ep.host_network {
+        return false;
+    }
+    let ns_ok = match &sel.namespaces {
+        NamespaceMatch::Any => true,
+        NamespaceMatch::Named(ns) => *ns == ep.namespace,
+        NamespaceMatch::Selector(s) => s.matches(ns_labels),
+    };
+    ns_ok && sel.pods.matches(&ep.labels)
+}
+
+fn valid_ifname(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 15 && !n.contains(['/', ' ', '\0'])
+}
+
+impl<'a> Compiler<'a> {
+    fn new(
+        policies: &'a PolicySet,
+        inv: &'a Inventory,
+        att: &'a Attachments,
+        opts: &'a CompileOptions,
+    ) -> Result<Self, CompileError> {
+        let mut ns_labels = BTreeMap::new();
+        for ns in inv
+            .namespaces
+            .keys()
+            .chain(inv.endpoints.values().map(|e| &e.namespace))
+        {
+            ns_labels
+                .entry(ns.clone())
+                .or_insert_with(|| inv.namespace_labels(ns));
+        }
+        let mut local = Vec::new();
+        for ep in inv.endpoints.values() {
+            let here = match (&opts.node, &ep.node) {
+                (Some(n), Some(m)) => n == m,
+                _ => true,
+            };
+            if ep.host_network || !here {
+                continue;
+            }
+            if opts.mode == Mode::Transparent {
+                match att.host_ifname.get(&ep.id()) {
+                    Some(n) if valid_ifname(n) => {}
+                    Some(n) => {
+                        return Err(CompileError::BadIfname {
+                            endpoint: ep.id(),
+                            ifname: n.clone(),
+                        });
+                    }
+                    // Not attached here: only a peer.
+                    None => continue,
+                }
+            }
+            local.push(ep);
+        }
+        let mut c = Compiler {
+            policies,
+            inv,
+            att,
+            opts,
+            ns_labels,
+            local,
+            chains: BTreeMap::new(),
+            sets: BTreeMap::new(),
+        };
+        let ported = Set::new(PORTED_PROTOS_SET, &[KeyType::InetProto])
+            .with_element(Element::value(Value::Proto(PROTO_TCP)))
+            .with_element(Element::value(Value::Proto(PROTO_UDP)))
+            .with_element(Element::value(Value::Proto(PROTO_SCTP)));
+        c.sets.insert(PORTED_PROTOS_SET.to_string(), ported);
+        Ok(c)
+    }
+
+    fn labels_of_ns(&self, ns: &str) -> Labels {
+        self.ns_labels
+            .get(ns)
+            .cloned()
+            .unwrap_or_else(|| self.inv.namespace_labels(ns))
+    }
+
+    fn add_chain(&mut self, ch: Chain) {
+        self.chains.insert(ch.name.clone(), ch);
+    }
+
+    /// The dispatch key expressions (per family in bridge mode) of a pod for a direction.
+    fn key_fields(&self, d: Direction) -> Vec<(Option<Fam>, Field)> {
+        match (self.opts.mode, d) {
+            (Mode::Transparent, Direction::Egress) => vec![(None, Field::MetaIifname)],
+            (Mode::Transparent, Direction::Ingress) => vec![(None, Field::MetaOifname)],
+            (Mode::Bridge, Direction::Egress) => {
+                FAMS.iter().map(|f| (Some(*f), f.saddr())).collect()
+            }
+            (Mode::Bridge, Direction::Ingress) => {
+                FAMS.iter().map(|f| (Some(*f), f.daddr())).collect()
+            }
+        }
+    }
+
+    /// Keys of one local endpoint for a key field family (`None`: interface name).
+    fn keys_of(&self, ep: &Endpoint, fam: Option<Fam>) -> Vec<Element> {
+        match fam {
+            None => self
+                .att
+                .host_ifname
+                .get(&ep.id())
+                .map(|n| vec![Element::value(Value::Ifname(n.clone()))])
+                .unwrap_or_default(),
+            Some(f) => ep
+                .addresses
+                .iter()
+                .filter(|a| Fam::of(**a) == f)
+                .map(|a| Element::value(Value::addr(*a)))
+                .collect(),
+        }
+    }
+
+    fn key_type(fam: Option<Fam>) -> KeyType {
+        fam.map_or(KeyType::Ifname, Fam::addr_key)
+    }
+
+    /// A verdict map keyed like the dispatch for `d`; one per key family.
+    fn vmap_name(base: &str, fam: Option<Fam>) -> String {
+        match fam {
+            None => base.to_string(),
+            Some(f) => format!("{base}{}", f.digit()),
+        }
+    }
+
+    fn direction(&mut self, d: Direction) {
+        let t = tag(d);
+        let start = format!("{t}_start");
+        // Dispatch map entries.
+        let keys = self.key_fields(d);
+        let selected: Vec<bool> = self.local.iter().map(|ep| self.selected(ep, d)).collect();
+        for (fam, field) in &keys {
+            let name = Self::vmap_name(&format!("{t}_dispatch"), *fam);
+            let mut m = Set::verdict_map(&name, &[Self::key_type(*fam)]);
+            for (ep, sel) in self.local.iter().zip(&selected) {
+                let v = if self.att.pending.contains(&ep.id()) {
+                    Verdict::Drop
+                } else if *sel {
+                    Verdict::Goto(start.clone())
+                } else {
+                    Verdict::Accept
+                };
+                for k in self.keys_of(ep, *fam) {
+                    m.elements.insert(k, Some(v.clone()));
+                }
+            }
+            self.sets.insert(name.clone(), m);
+            let _ = field;
+        }
+        // Base chains.
+        let hooks: Vec<(Hook, &str)> = match d {
+            Direction::Egress => vec![(Hook::Forward, "fwd"), (Hook::Input, "input")],
+            Direction::Ingress if self.opts.allow_from_resident_node => {
+                vec![(Hook::Forward, "fwd")]
+            }
+            Direction::Ingress => vec![(Hook::Forward, "fwd"), (Hook::Output, "output")],
+        };
+        let prio = match d {
+            Direction::Egress => 0,
+            Direction::Ingress => 10,
+        };
+        for (hook, hname) in hooks {
+            let mut ch = Chain::base(&format!("{t}_{hname}"), hook, prio, ChainPolicy::Accept);
+            ch.rules.push(
+                Rule::new(vec![
+                    Expr::ct_state(&[CtState::Established, CtState::Related]),
+                    Expr::verdict(Verdict::Accept),
+                ])
+                .with_comment("replies of allowed connections"),
+            );
+            ch.rules.push(
+                Rule::new(vec![
+                    Expr::ipv6(),
+                    Expr::l4proto(PROTO_ICMPV6),
+                    Expr::range(
+                        Field::Icmpv6Type,
+                        Value::Icmpv6Type(133),
+                        Value::Icmpv6Type(137),
+                    ),
+                    Expr::verdict(Verdict::Accept),
+                ])
+                .with_comment("neighbour discovery"),
+            );
+            for (fam, field) in &keys {
+                let mut exprs = Vec::new();
+                if let Some(f) = fam {
+                    exprs.push(f.nfproto());
+                }
+                exprs.push(Expr::vmap(
+                    &[*field],
+                    &Self::vmap_name(&format!("{t}_dispatch"), *fam),
+                ));
+                ch.rules
+                    .push(Rule::new(exprs).with_comment("dispatch to the pod's policy"));
+            }
+            self.add_chain(ch);
+        }
+        // Tiers.
+        let ntiers = self.policies.tiers.len();
+        let entry = |k: usize| -> Verdict {
+            if k < ntiers {
+                Verdict::Goto(format!("{t}_t{k}"))
+            } else {
+                Verdict::Accept
+            }
+        };
+        self.add_chain(
+            Chain::regular(&start)
+                .with_rule(Rule::new(vec![
+                    Expr::ct_state(&[CtState::Invalid]),
+                    Expr::verdict(Verdict::Drop),
+                ]))
+                .with_rule(Rule::new(vec![Expr::verdict(entry(0))])),
+        );
+        for (k, tier) in self.policies.tiers.iter().enumerate() {
+            let next = entry(k + 1);
+            let pols: Vec<&Policy> = tier
+                .policies
+                .iter()
+                .filter(|p| p.rules(d).is_some())
+                .collect();
+            let namespaced = tier.kind == TierKind::NetworkPolicy
+                && pols
+                    .iter()
+                    .all(|p| matches!(p.subject.namespaces, NamespaceMatch::Named(_)));
+            let deny = tier.default == TierDefault::Deny;
+            let tier_chain = format!("{t}_t{k}");
+            if !namespaced {
+                let ch = self.tier_chain(&tier_chain, d, &pols, deny, &next);
+                self.add_chain(ch);
+                continue;
+            }
+            // Per namespace, behind a verdict map.
+            let mut by_ns: BTreeMap<&str, Vec<&Policy>> = BTreeMap::new();
+            for p in &pols {
+                if let NamespaceMatch::Named(ns) = &p.subject.namespaces {
+                    by_ns.entry(ns.as_str()).or_default().push(p);
+                }
+            }
+            let mut entry_chain = Chain::regular(&tier_chain);
+            let mut ns_chain_of: BTreeMap<&str, String> = BTreeMap::new();
+            for (ns, list) in &by_ns {
+                let name = format!("{t}_t{k}_{}_{}", sanitize(ns, 32), &short_hash(ns)[..6]);
+                let ch = self.tier_chain(&name, d, list, deny, &next);
+                self.add_chain(ch);
+                ns_chain_of.insert(ns, name);
+            }
+            for (fam, field) in &keys {
+                let mname = Self::vmap_name(&format!("{t}_t{k}_ns"), *fam);
+                let mut m = Set::verdict_map(&mname, &[Self::key_type(*fam)]);
+                for ep in &self.local {
+                    if let Some(ch) = ns_chain_of.get(ep.namespace.as_str()) {
+                        for key in self.keys_of(ep, *fam) {
+                            m.elements.insert(key, Some(Verdict::Goto(ch.clone())));
+                        }
+                    }
+                }
+                self.sets.insert(mname.clone(), m);
+                let mut exprs = Vec::new();
+                if let Some(f) = fam {
+                    exprs.push(f.nfproto());
+                }
+                exprs.push(Expr::vmap(&[*field], &mname));
+                entry_chain
+                    .rules
+                    .push(Rule::new(exprs).with_comment("to the pod's namespace"));
+            }
+            entry_chain.rules.push(Rule::new(vec![Expr::verdict(next)]));
+            self.add_chain(entry_chain);
+        }
+    }
+
+    /// Whether any policy selects `ep` for `d`.
+    fn selected(&self, ep: &Endpoint, d: Direction) -> bool {
+        let nsl = self.labels_of_ns(&ep.namespace);
+        self.policies
+            .tiers
+            .iter()
+            .flat_map(|t| &t.policies)
+            .any(|p| p.rules(d).is_some() && selects(&p.subject, ep, &nsl))
+    }
+
+    /// Subject-membership matches for a policy (one per key family).
+    fn subject_matches(&mut self, subject: &EndpointSelector, d: Direction) -> Vec<Vec<Expr>> {
+        let keys = self.key_fields(d);
+        let mut out = Vec::new();
+        for (fam, field) in keys {
+            let set = match fam {
+                None => self.subject_ifname_set(subject),
+                Some(f) => self.selector_set(subject, f),
+            };
+            let mut exprs = Vec::new();
+            if let Some(f) = fam {
+                exprs.push(f.nfproto());
+            }
+            exprs.push(Expr::in_set(&[field], &set));
+            out.push(exprs);
+        }
+        out
+    }
+
+    fn tier_chain(
+        &mut self,
+        name: &str,
+        d: Direction,
+        pols: &[&Policy],
+        deny: bool,
+        next: &Verdict,
+    ) -> Chain {
+        let mut ch = Chain::regular(name);
+        for p in pols {
+            let pchain = self.policy_chain(p, d, next);
+            let subj = self.subject_matches(&p.subject, d);
+            if !pchain.rules.is_empty() {
+                for mut m in subj.clone() {
+                    m.push(Expr::verdict(Verdict::Jump(pchain.name.clone())));
+                    ch.rules.push(Rule::new(m));
+                }
+            }
+            self.add_chain(pchain);
+        }
+        if deny {
+            for p in pols {
+                for mut m in self.subject_matches(&p.subject, d) {
+                    m.push(Expr::verdict(Verdict::Drop));
+                    ch.rules
+                        .push(Rule::new(m).with_comment("selected: default deny"));
+                }
+            }
+        }
+        ch.rules.push(Rule::new(vec![Expr::verdict(next.clone())]));
+        ch
+    }
+
+    fn policy_chain(&mut self, p: &Policy, d: Direction, next: &Verdict) -> Chain {
+        let id = p.id.to_string();
+        let label = format!(
+            "{}_{}",
+            p.id.namespace.as_deref().unwrap_or("cluster"),
+            p.id.name
+        );
+        let name = format!("{}_p_{}_{}", tag(d), sanitize(&label, 36), short_hash(&id));
+        let mut ch = Chain::regular(&name);
+        for (i, rule) in p.rules(d).unwrap_or(&[]).iter().enumerate() {
+            let verdict = match rule.action {
+                Action::Allow => Some(Verdict::Accept),
+                Action::Deny => Some(Verdict::Drop),
+                Action::Pass => Some(next.clone()),
+                Action::Log => None,
+            };
+            let peers = self.peer_alts(&rule.peers, d);
+            let ports = self.port_alts(&rule.ports);
+            for (pf, pe) in &peers {
+                for (qf, qe) in &ports {
+                    let fam = match (pf, qf) {
+                        (Some(a), Some(b)) if a != b => continue,
+                        (Some(a), _) | (None, Some(a)) => Some(*a),
+                        (None, None) => None,
+                    };
+                    let mut exprs = Vec::new();
+                    if let Some(f) = fam {
+                        exprs.push(f.nfproto());
+                    }
+                    exprs.extend(pe.iter().cloned());
+                    exprs.extend(qe.iter().cloned());
+                    if rule.action == Action::Log {
+                        exprs.push(Expr::Log {
+                            prefix: format!("cnet {} {}[{i}] ", p.id.name, tag(d)),
+                        });
+                    }
+                    if let Some(v) = &verdict {
+                        exprs.push(Expr::verdict(v.clone()));
+                    }
+                    let comment = format!("{} {}[{i}]", p.id, d);
+                    let comment: String = comment.chars().filter(|c| *c != '"').take(120).collect();
+                    ch.rules.push(Rule::new(exprs).with_comment(&comment));
+                }
+            }
+        }
+        ch
+    }
+
+    /// Peer alternatives: (family constraint, match expressions without the nfproto check).
+    fn peer_alts(&mut self, peers: &PeerSet, d: Direction) -> Vec<(Option<Fam>, Vec<Expr>)> {
+        let field = |f: Fam| match d {
+            Direction::Ingress => f.saddr(),
+            Direction::Egress => f.daddr(),
+        };
+        let list = match peers {
+            PeerSet::Any => return vec![(None, Vec::new())],
+            PeerSet::Only(list) => list,
+        };
+        let mut out = Vec::new();
+        for peer in list {
+            match peer {
+                Peer::Endpoints(sel) => {
+                    for f in FAMS {
+                        let s = self.selector_set(sel, f);
+                        out.push((Some(f), vec![Expr::in_set(&[field(f)], &s)]));
+                    }
+                }
+                Peer::Cidr(block) => {
+                    let f = Fam::of(block.cidr.ip());
+                    let s = self.cidr_set(block);
+                    out.push((Some(f), vec![Expr::in_set(&[field(f)], &s)]));
+                }
+                Peer::Nodes(sel) => {
+                    for f in FAMS {
+                        let s = self.node_set(sel, f);
+                        out.push((Some(f), vec![Expr::in_set(&[field(f)], &s)]));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Port alternatives: (family constraint, match expressions).
+    fn port_alts(&mut self, ports: &PortSet) -> Vec<(Option<Fam>, Vec<Expr>)> {
+        let list = match ports {
+            PortSet::Any => return vec![(None, Vec::new())],
+            PortSet::Only(list) => list,
+        };
+        let mut out = Vec::new();
+        for PortMatch { protocol, port } in list {
+            let proto = match protocol {
+                Some(p) => Expr::l4proto(p.number()),
+                None => Expr::in_set(&[Field::MetaL4proto], PORTED_PROTOS_SET),
+            };
+            match port {
+                PortSpec::All => out.push((None, vec![proto])),
+                PortSpec::Range { start, end } => {
+                    let m = if start == end {
+                        Expr::eq(Field::ThDport, Value::Port(*start))
+                    } else {
+                        Expr::range(Field::ThDport, Value::Port(*start), Value::Port(*end))
+                    };
+                    out.push((None, vec![proto, m]));
+                }
+                PortSpec::Named(name) => {
+                    for f in FAMS {
+                        let s = self.named_port_set(name, f);
+                        let mut exprs = Vec::new();
+                        if protocol.is_some() {
+                            exprs.push(proto.clone());
+                        }
+                        exprs.push(Expr::in_set(
+                            &[f.daddr(), Field::MetaL4proto, Field::ThDport],
+                            &s,
+                        ));
+                        out.push((Some(f), exprs));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The address set of a pod selector for one family (shared by every user).
+    fn selector_set(&mut self, sel: &EndpointSelector, f: Fam) -> String {
+        let name = format!("sel{}_{}", f.digit(), short_hash(&format!("{sel:?}")));
+        if !self.sets.contains_key(&name) {
+            let mut s = Set::new(&name, &[f.addr_key()]);
+            for ep in self.inv.endpoints.values() {
+                let nsl = self.labels_of_ns(&ep.namespace);
+                if selects(sel, ep, &nsl) {
+                    for a in ep.addresses.iter().filter(|a| Fam::of(**a) == f) {
+                        s.elements.insert(Element::value(Value::addr(*a)), None);
+                    }
+                }
+            }
+            self.sets.insert(name.clone(), s);
+        }
+        name
+    }
+
+    /// The host-interface set of a subject selector (transparent mode; local pods only).
+    fn subject_ifname_set(&mut self, sel: &EndpointSelector) -> String {
+        let name = format!("subj_{}", short_hash(&format!("{sel:?}")));
+        if !self.sets.contains_key(&name) {
+            let mut s = Set::new(&name, &[KeyType::Ifname]);
+            for ep in &self.local {
+                let nsl = self.labels_of_ns(&ep.namespace);
+                if selects(sel, ep, &nsl) {
+                    for k in self.keys_of(ep, None) {
+                        s.elements.insert(k, None);
+                    }
+                }
+            }
+            self.sets.insert(name.clone(), s);
+        }
+        name
+    }
+
+    fn cidr_set(&mut self, block: &CidrBlock) -> String {
+        let f = Fam::of(block.cidr.ip());
+        let name = format!("cidr{}_{}", f.digit(), short_hash(&format!("{block:?}")));
+        if !self.sets.contains_key(&name) {
+            let mut s = Set::new(&name, &[f.addr_key()]).interval();
+            for part in cidr_minus(block) {
+                s.elements.insert(Element(vec![part]), None);
+            }
+            self.sets.insert(name.clone(), s);
+        }
+        name
+    }
+
+    fn node_set(&mut self, sel: &Selector, f: Fam) -> String {
+        let name = format!("node{}_{}", f.digit(), short_hash(&format!("{sel:?}")));
+        if !self.sets.contains_key(&name) {
+            let mut s = Set::new(&name, &[f.addr_key()]);
+            for a in node_addresses(self.inv, sel) {
+                if Fam::of(a) == f {
+                    s.elements.insert(Element::value(Value::addr(a)), None);
+                }
+            }
+            self.sets.insert(name.clone(), s);
+        }
+        name
+    }
+
+    fn named_port_set(&mut self, port: &str, f: Fam) -> String {
+        let name = format!("np{}_{}", f.digit(), sanitize(port, 40));
+        let name = if name.len() > 56 || sanitize(port, 40) != port {
+            format!("np{}_{}", f.digit(), short_hash(port))
+        } else {
+            name
+        };
+        if !self.sets.contains_key(&name) {
+            let mut s = Set::new(
+                &name,
+                &[f.addr_key(), KeyType::InetProto, KeyType::InetService],
+            );
+            for ep in self.inv.endpoints.values().filter(|e| !e.host_network) {
+                let Some(np) = ep.named_ports.get(port) else {
+                    continue;
+                };
+                for a in ep.addresses.iter().filter(|a| Fam::of(**a) == f) {
+                    s.elements.insert(
+                        Element::concat(vec![
+                            Part::Single(Value::addr(*a)),
+                            Part::Single(Value::Proto(np.protocol.number())),
+                            Part::Single(Value::Port(np.port)),
+                        ]),
+                        None,
+                    );
+                }
+            }
+            self.sets.insert(name.clone(), s);
+        }
+        name
+    }
+}
+
+/// Addresses a node selector matches, as the evaluator resolves them: node addresses and
+/// host-network pods' addresses, attributed to their node.
+fn node_addresses(inv: &Inventory, sel: &Selector) -> BTreeSet<IpAddr> {
+    let mut by_addr: BTreeMap<IpAddr, String> = BTreeMap::new();
+    for n in inv.nodes.values() {
+        for a in &n.addresses {
+            by_addr.insert(*a, n.name.clone());
+        }
+    }
+    for ep in inv.endpoints.values().filter(|e| e.host_network) {
+        for a in &ep.addresses {
+            by_addr
+                .entry(*a)
+                .or_insert_with(|| ep.node.clone().unwrap_or_default());
+        }
+    }
+    by_addr
+        .into_iter()
+        .filter(|(_, n)| inv.nodes.get(n).is_some_and(|n| sel.matches(&n.labels)))
+        .map(|(a, _)| a)
+        .collect()
+}
+
+fn to_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn from_u128(v: u128, v4: bool) -> Value {
+    if v4 {
+        Value::V4(std::net::Ipv4Addr::from(v as u32))
+    } else {
+        Value::V6(std::net::Ipv6Addr::from(v))
+    }
+}
+
+fn span(n: &IpNetwork) -> (u128, u128) {
+    let bits: u32 = if n.is_ipv4() { 32 } else { 128 };
+    let host = bits - u32::from(n.prefix());
+    let start = to_u128(n.network());
+    let end = if host == 0 {
+        start
+    } else if host >= 128 {
+        u128::MAX
+    } else {
+        start | ((1u128 << host) - 1)
+    };
+    (start, end)
+}
+
+/// A CIDR minus its exceptions, as disjoint sorted interval parts.
+pub fn cidr_minus(block: &CidrBlock) -> Vec<Part> {
+    let v4 = block.cidr.is_ipv4();
+    let mut ranges = vec![span(&block.cidr)];
+    let mut excepts: Vec<(u128, u128)> = block
+        .except
+        .iter()
+        .filter(|x| x.is_ipv4() == v4)
+        .map(span)
+        .collect();
+    excepts.sort_unstable();
+    for (xs, xe) in excepts {
+        let mut next = Vec::new();
+        for (s, e) in ranges {
+            if xe < s || xs > e {
+                next.push((s, e));
+                continue;
+            }
+            if xs > s {
+                next.push((s, xs - 1));
+            }
+            if xe < e {
+                next.push((xe + 1, e));
+            }
+        }
+        ranges = next;
+    }
+    ranges
+        .into_iter()
+        .map(|(s, e)| {
+            if s == e {
+                Part::Single(from_u128(s, v4))
+            } else {
+                Part::Range(from_u128(s, v4), from_u128(e, v4))
+            }
+        })
+        .collect()
+}
