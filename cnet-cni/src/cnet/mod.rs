@@ -182,13 +182,15 @@ impl CnetPlugin {
         intra(&conf.mode)
             .detach(&node()?, &spec)
             .map_err(|e| route_errors(&e))?;
-        Ipam::new(&conf.ipam).del(req)?;
+        // The links are gone: the record goes whatever the IPAM says (a lease it still holds
+        // is found by DEL and GC through the owner, which the IPAM keys it by).
+        let released = Ipam::new(&conf.ipam).del(req);
         guard
             .data
             .remove_endpoint(&req.env.container_id, &req.env.ifname);
         let synced = self.sync(conf, &guard.data);
         guard.commit()?;
-        synced
+        released.and(synced)
     }
 
     fn add_locked(
@@ -341,7 +343,7 @@ impl Plugin for CnetPlugin {
             .detach(&node()?, &spec)
             .map_err(|e| route_errors(&e))?;
         let mut guard = Self::lock(&conf)?;
-        Ipam::new(&conf.ipam).del(req)?;
+        let released = Ipam::new(&conf.ipam).del(req);
         let removed = guard
             .data
             .remove_endpoint(&req.env.container_id, &req.env.ifname);
@@ -350,7 +352,7 @@ impl Plugin for CnetPlugin {
             guard.commit()?;
             synced?;
         }
-        Ok(())
+        released
     }
 
     fn check(&mut self, req: &Request) -> Result<(), CniError> {

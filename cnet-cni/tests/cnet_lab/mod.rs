@@ -231,6 +231,9 @@ impl Lab {
     /// Leases held in the lab's store (read through the library).
     pub fn leases(&self) -> Vec<cnet_ipam::Lease> {
         use cnet_ipam::Allocator;
+        if self.conf["ipam"]["type"] != "cnet-ipam" {
+            return Vec::new();
+        }
         let bytes = self.conf_with(&json!({}));
         let cfg = cnet_ipam::IpamConfig::from_net_conf_bytes(&bytes).unwrap();
         cnet_ipam::DiskAllocator::open(&cfg)
