@@ -42,6 +42,7 @@
 pub mod conf;
 pub mod identity;
 pub mod ipam_backend;
+pub mod policy;
 pub mod state;
 
 use crate::config::GcAttachment;
@@ -93,8 +94,9 @@ impl std::fmt::Debug for CnetPlugin {
 }
 
 impl Default for CnetPlugin {
+    /// The plugin with nftables policy ([`policy::EngineSync`]).
     fn default() -> Self {
-        CnetPlugin::new(Box::new(NoPolicy))
+        CnetPlugin::new(Box::new(policy::EngineSync))
     }
 }
 
@@ -116,10 +118,15 @@ fn route_errors(e: &cnet_route::Errors) -> CniError {
     }
 }
 
-fn intra(mode: &Mode) -> Box<dyn IntraNode> {
-    match mode {
+fn intra(conf: &CnetConf) -> Box<dyn IntraNode> {
+    match &conf.mode {
         Mode::Transparent => Box::new(TransparentMode::new()),
-        Mode::Bridge { bridge } => Box::new(BridgeMode::new(bridge.clone())),
+        Mode::Bridge { bridge } => {
+            let mut m = BridgeMode::new(bridge.clone());
+            // Policy in bridge mode sees bridged traffic through the inet hooks.
+            m.br_netfilter = conf.policy.enabled;
+            Box::new(m)
+        }
     }
 }
 
@@ -179,7 +186,7 @@ impl CnetPlugin {
         guard: &mut StateGuard,
     ) -> Result<(), CniError> {
         let spec = spec_of(req, conf, &CniResult::default());
-        intra(&conf.mode)
+        intra(conf)
             .detach(&node()?, &spec)
             .map_err(|e| route_errors(&e))?;
         // The links are gone: the record goes whatever the IPAM says (a lease it still holds
@@ -213,6 +220,7 @@ impl CnetPlugin {
             None => {}
         }
         // Intent first: from here on DEL and GC of this network know the attachment.
+        guard.data.mode = conf.mode.name().to_string();
         guard.data.upsert_endpoint(EndpointRecord {
             container_id: cid.to_string(),
             ifname: ifname.to_string(),
@@ -256,7 +264,7 @@ impl CnetPlugin {
             ));
         }
         let spec = spec_of(req, conf, &ipam);
-        let mode = intra(&conf.mode);
+        let mode = intra(conf);
         let plan = mode
             .plan(&spec, conf.mtu.unwrap_or(cnet_route::FALLBACK_MTU))
             .map_err(|e| route_error(&e))?;
@@ -339,7 +347,7 @@ impl Plugin for CnetPlugin {
         // Links first, outside the lock (the kernel's unregister is the slow part): the lease
         // is released only once no route can lead to the old pod.
         let spec = spec_of(req, &conf, &CniResult::default());
-        intra(&conf.mode)
+        intra(&conf)
             .detach(&node()?, &spec)
             .map_err(|e| route_errors(&e))?;
         let mut guard = Self::lock(&conf)?;
@@ -420,7 +428,7 @@ impl Plugin for CnetPlugin {
         let mut spec = spec_of(req, &conf, &lease);
         // The addresses as configured (transparent: /32 and /128; bridge: the subnet's).
         spec.addresses = rec.addresses.clone();
-        let diffs = intra(&conf.mode)
+        let diffs = intra(&conf)
             .check(&node()?, &spec)
             .map_err(|e| route_error(&e))?;
         let diffs: Vec<String> = diffs
@@ -446,7 +454,7 @@ impl Plugin for CnetPlugin {
         let conf = Self::conf(req)?;
         let mut guard = Self::lock(&conf)?;
         let node = node()?;
-        let mode = intra(&conf.mode);
+        let mode = intra(&conf);
         let mut keep: Vec<GcAttachment> = valid.to_vec();
         let mut first_error = None;
         let stale: Vec<EndpointRecord> = guard

@@ -120,6 +120,10 @@ pub struct StateData {
     /// Incremented on every commit.
     #[serde(default)]
     pub generation: u64,
+    /// The network's attachment mode as last configured by ADD (`transparent` or `bridge`;
+    /// empty before the first ADD). `cnetctl` compiles policy for it.
+    #[serde(default)]
+    pub mode: String,
     /// Endpoints, ordered by `(container_id, ifname)`.
     #[serde(default)]
     pub endpoints: Vec<EndpointRecord>,

@@ -1,0 +1,259 @@
+//! Policy for the node state: the [`StateData`] (endpoints and stored policy objects) becomes a
+//! `cnet_policy` [`Engine`], which programs the node's nftables table in one atomic batch.
+//!
+//! - **Minimal batches across processes.** Each plugin or `cnetctl` process is one-shot. After
+//!   every successful sync the engine's inputs are saved as `programmed.json` in the state
+//!   directory; the next process rebuilds the engine from it ([`Engine::from_state`]), moves it
+//!   to the new inputs and sends only the difference. The file is removed *before* programming,
+//!   so a process killed mid-sync leaves no claim about the kernel and the next sync replaces
+//!   the table whole. A failed incremental batch is retried once as a full replacement.
+//! - **Fail closed.** ADD syncs the endpoint (addresses, host interface, labels) before the
+//!   pod's interface is created, so its rules exist before it can carry a packet. An endpoint
+//!   whose labels are expected from an outside source and have not arrived is programmed as
+//!   *pending*: the dispatch maps send all its traffic to `drop`.
+//! - Bridge mode dispatches by address and needs br_netfilter (set by the plugin when policy
+//!   is enabled).
+
+use crate::cnet::PolicySync;
+use crate::cnet::conf::CnetConf;
+use crate::cnet::state::{StateData, StoredPolicy};
+use crate::error::{CniError, ErrorCode};
+use cnet_policy::admin::AdminPolicyObject;
+use cnet_policy::engine::{Engine, EngineState, StateEndpoint};
+use cnet_policy::{EndpointId, NetworkPolicy};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// File (in the state directory) holding the engine inputs last programmed.
+pub const PROGRAMMED_FILE: &str = "programmed.json";
+
+/// Plugin-specific code: a stored policy object cannot be used (cnetctl validates before
+/// storing, so this means the state was edited by hand).
+pub const CODE_BAD_POLICY: u32 = 113;
+
+/// Kinds `cnetctl apply` accepts and the engine programs.
+pub const POLICY_KINDS: [&str; 4] = [
+    "NetworkPolicy",
+    "AdminNetworkPolicy",
+    "BaselineAdminNetworkPolicy",
+    "ClusterNetworkPolicy",
+];
+
+fn policy_error(msg: String) -> CniError {
+    CniError::new(ErrorCode::Other(crate::cnet::CODE_POLICY), msg)
+}
+
+/// A stored object as the engine's type.
+pub enum PolicyObject {
+    /// `networking.k8s.io/v1` NetworkPolicy.
+    Network(Box<NetworkPolicy>),
+    /// AdminNetworkPolicy, BaselineAdminNetworkPolicy or ClusterNetworkPolicy.
+    Admin(Box<AdminPolicyObject>),
+}
+
+impl std::fmt::Debug for PolicyObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicyObject::Network(np) => write!(f, "{}", np.describe()),
+            PolicyObject::Admin(o) => write!(f, "{} {}", o.kind, o.metadata.name),
+        }
+    }
+}
+
+impl PolicyObject {
+    /// Decode a stored object.
+    pub fn from_stored(p: &StoredPolicy) -> Result<PolicyObject, CniError> {
+        let bad = |e: String| {
+            CniError::new(
+                ErrorCode::Other(CODE_BAD_POLICY),
+                format!("stored policy {}: {e}", p.key()),
+            )
+        };
+        if p.kind == "NetworkPolicy" {
+            serde_json::from_value::<NetworkPolicy>(p.object.clone())
+                .map(|np| PolicyObject::Network(Box::new(np)))
+                .map_err(|e| bad(e.to_string()))
+        } else {
+            serde_json::from_value::<AdminPolicyObject>(p.object.clone())
+                .map(|o| PolicyObject::Admin(Box::new(o)))
+                .map_err(|e| bad(e.to_string()))
+        }
+    }
+
+    /// Apply to an engine (validates: an invalid object changes nothing).
+    pub fn apply(&self, e: &mut Engine) -> Result<cnet_policy::model::PolicyId, CniError> {
+        match self {
+            PolicyObject::Network(np) => e.apply_policy(np),
+            PolicyObject::Admin(o) => e.apply_admin_policy(o),
+        }
+        .map_err(|e| policy_error(e.to_string()))
+    }
+}
+
+/// The policy mode of a node state (its recorded network mode).
+pub fn compile_mode(data: &StateData) -> cnet_policy::compile::Mode {
+    if data.mode == "bridge" {
+        cnet_policy::compile::Mode::Bridge
+    } else {
+        cnet_policy::compile::Mode::Transparent
+    }
+}
+
+/// The engine inputs a node state stands for.
+pub fn engine_state(data: &StateData) -> Result<EngineState, CniError> {
+    let mut st = EngineState {
+        mode: if data.mode == "bridge" {
+            "bridge".into()
+        } else {
+            "transparent".into()
+        },
+        table: "cnet".into(),
+        allow_from_resident_node: true,
+        ..EngineState::default()
+    };
+    for r in data.endpoints.iter().filter(|r| !r.addresses.is_empty()) {
+        st.namespaces.entry(r.namespace.clone()).or_default();
+        st.endpoints.push(StateEndpoint {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            labels: r.labels.clone(),
+            addresses: r.addresses.iter().map(|a| a.ip()).collect(),
+            host_ifname: Some(r.host_ifname.clone()),
+            pending: !r.labels_known,
+            ..StateEndpoint::default()
+        });
+    }
+    for p in &data.policies {
+        match PolicyObject::from_stored(p)? {
+            PolicyObject::Network(np) => st.network_policies.push(*np),
+            PolicyObject::Admin(o) => st.admin_policies.push(*o),
+        }
+    }
+    Ok(st)
+}
+
+/// An engine holding exactly the inputs of `data`, with nothing assumed about the kernel.
+pub fn engine_for(data: &StateData) -> Result<Engine, CniError> {
+    let st = engine_state(data)?;
+    let mut e = Engine::new(compile_mode(data));
+    apply_inputs(&mut e, &EngineState::default(), &st)?;
+    Ok(e)
+}
+
+/// Move an engine whose inputs are `from` to the inputs `to`.
+fn apply_inputs(e: &mut Engine, from: &EngineState, to: &EngineState) -> Result<(), CniError> {
+    let id = |s: &StateEndpoint| EndpointId::new(s.namespace.clone(), s.name.clone());
+    let keep: BTreeSet<EndpointId> = to.endpoints.iter().map(id).collect();
+    for s in &from.endpoints {
+        if !keep.contains(&id(s)) {
+            e.remove_endpoint(&id(s));
+        }
+    }
+    for (ns, labels) in &to.namespaces {
+        e.upsert_namespace(ns, labels.clone());
+    }
+    for s in &to.endpoints {
+        let ep = cnet_policy::Endpoint::new(
+            &s.namespace,
+            &s.name,
+            s.labels.clone(),
+            s.addresses.clone(),
+        );
+        if s.pending {
+            e.upsert_pending_endpoint(ep, s.host_ifname.clone());
+        } else {
+            e.upsert_endpoint(ep, s.host_ifname.clone());
+        }
+    }
+    for np in &from.network_policies {
+        if !to
+            .network_policies
+            .iter()
+            .any(|q| q.metadata.name == np.metadata.name && q.namespace() == np.namespace())
+            && let Ok(pid) = e.apply_policy(np)
+        {
+            e.delete_policy(&pid);
+        }
+    }
+    for o in &from.admin_policies {
+        if !to
+            .admin_policies
+            .iter()
+            .any(|q| q.kind == o.kind && q.metadata.name == o.metadata.name)
+            && let Ok(pid) = e.apply_admin_policy(o)
+        {
+            e.delete_policy(&pid);
+        }
+    }
+    for np in &to.network_policies {
+        e.apply_policy(np)
+            .map_err(|x| policy_error(x.to_string()))?;
+    }
+    for o in &to.admin_policies {
+        e.apply_admin_policy(o)
+            .map_err(|x| policy_error(x.to_string()))?;
+    }
+    Ok(())
+}
+
+fn read_programmed(dir: &Path) -> Option<EngineState> {
+    let bytes = std::fs::read(dir.join(PROGRAMMED_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write_programmed(dir: &Path, st: &EngineState) -> Result<(), CniError> {
+    let path = dir.join(PROGRAMMED_FILE);
+    let tmp = dir.join(format!("{PROGRAMMED_FILE}.tmp.{}", std::process::id()));
+    let bytes = serde_json::to_vec(st)
+        .map_err(|e| CniError::io(format!("encode {}: {e}", path.display())))?;
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| CniError::io(format!("write {}: {e}", path.display())))
+}
+
+/// Program the kernel (in the calling thread's netns) for `data`, state kept in `dir`. Call
+/// with the node state lock held. Returns the engine (for rendering and explaining).
+pub fn sync_state(dir: &Path, data: &StateData) -> Result<Engine, CniError> {
+    let desired = engine_state(data)?;
+    let saved = read_programmed(dir).filter(|s| s.mode == desired.mode);
+    // No claim about the kernel while we change it.
+    match std::fs::remove_file(dir.join(PROGRAMMED_FILE)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CniError::io(format!("{}: {e}", dir.display()))),
+    }
+    let mut engine = match &saved {
+        Some(s) => match Engine::from_state(s) {
+            Ok(mut e) => {
+                apply_inputs(&mut e, s, &desired)?;
+                e
+            }
+            Err(_) => engine_for(data)?,
+        },
+        None => engine_for(data)?,
+    };
+    if let Err(first) = engine.sync() {
+        // The kernel was not as assumed: replace the table whole.
+        engine.forget_programmed();
+        engine
+            .sync()
+            .map_err(|e| policy_error(format!("programming nftables: {e} (after: {first})")))?;
+    }
+    write_programmed(dir, &desired)?;
+    Ok(engine)
+}
+
+/// The plugin's policy programmer: [`sync_state`] in the node netns (the plugin's).
+#[derive(Debug, Default)]
+pub struct EngineSync;
+
+impl PolicySync for EngineSync {
+    fn sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError> {
+        sync_state(&conf.policy.state_dir, state).map(|_| ())
+    }
+}
+
+/// The state directory of a network: `root/<network>`.
+pub fn state_dir(root: &Path, network: &str) -> PathBuf {
+    root.join(network)
+}
