@@ -22,9 +22,10 @@
 //! elements, rules. The kernel applies the batch atomically, so the order only has to be valid
 //! step by step, never visible.
 
-use std::collections::BTreeSet;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::ir::{ChainKind, Element, Rule, Ruleset, Set, SetDecl, Table, TableId, Verdict};
+use super::ir::{Chain, ChainKind, Element, Rule, Ruleset, Set, SetDecl, Table, TableId, Verdict};
 
 /// One change of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +139,102 @@ impl ChangeList {
                 _ => 0,
             })
             .sum()
+    }
+
+    /// Apply these changes to an IR, with the kernel's meaning (the model the programmer keeps
+    /// of what it programmed): `add table`/`add chain` create when absent, `flush chain` empties,
+    /// element adds insert and element deletes remove, rules append.
+    pub fn apply_to(&self, rs: &mut Ruleset) {
+        for c in &self.changes {
+            match c {
+                Change::AddTable(id) => {
+                    rs.tables
+                        .entry(id.clone())
+                        .or_insert_with(|| Table::new(id.family, &id.name));
+                }
+                Change::DeleteTable(id) => {
+                    rs.tables.remove(id);
+                }
+                Change::AddChain { table, name, kind } => {
+                    if let Some(t) = rs.tables.get_mut(table) {
+                        t.chains.entry(name.clone()).or_insert_with(|| Chain {
+                            name: name.clone(),
+                            kind: *kind,
+                            rules: Vec::new(),
+                        });
+                    }
+                }
+                Change::FlushChain { table, chain } => {
+                    if let Some(c) = rs
+                        .tables
+                        .get_mut(table)
+                        .and_then(|t| t.chains.get_mut(chain))
+                    {
+                        c.rules.clear();
+                    }
+                }
+                Change::DeleteChain { table, chain } => {
+                    if let Some(t) = rs.tables.get_mut(table) {
+                        t.chains.remove(chain);
+                    }
+                }
+                Change::AddSet { table, decl } => {
+                    if let Some(t) = rs.tables.get_mut(table) {
+                        t.sets.insert(
+                            decl.name.clone(),
+                            Set {
+                                decl: decl.clone(),
+                                elements: BTreeMap::new(),
+                            },
+                        );
+                    }
+                }
+                Change::DeleteSet { table, decl } => {
+                    if let Some(t) = rs.tables.get_mut(table) {
+                        t.sets.remove(&decl.name);
+                    }
+                }
+                Change::AddElements {
+                    table,
+                    decl,
+                    elements,
+                } => {
+                    if let Some(s) = rs
+                        .tables
+                        .get_mut(table)
+                        .and_then(|t| t.sets.get_mut(&decl.name))
+                    {
+                        for (e, v) in elements {
+                            s.elements.insert(e.clone(), v.clone());
+                        }
+                    }
+                }
+                Change::DeleteElements {
+                    table,
+                    decl,
+                    elements,
+                } => {
+                    if let Some(s) = rs
+                        .tables
+                        .get_mut(table)
+                        .and_then(|t| t.sets.get_mut(&decl.name))
+                    {
+                        for (e, _) in elements {
+                            s.elements.remove(e);
+                        }
+                    }
+                }
+                Change::AddRule { table, chain, rule } => {
+                    if let Some(c) = rs
+                        .tables
+                        .get_mut(table)
+                        .and_then(|t| t.chains.get_mut(chain))
+                    {
+                        c.rules.push(rule.clone());
+                    }
+                }
+            }
+        }
     }
 
     /// Replace each table of `rs` atomically, whatever the kernel holds: `add table` (a no-op
@@ -262,6 +359,45 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> ChangeList {
     p.into_list()
 }
 
+type Entries = Vec<(Element, Option<Verdict>)>;
+
+/// Entries to delete and to add, by one merge walk over both sorted maps (O(n), no lookups):
+/// sets hold tens of thousands of elements and a pod event changes one.
+fn element_delta(
+    old: &BTreeMap<Element, Option<Verdict>>,
+    new: &BTreeMap<Element, Option<Verdict>>,
+) -> (Entries, Entries) {
+    let (mut dels, mut adds) = (Vec::new(), Vec::new());
+    let mut a = old.iter().peekable();
+    let mut b = new.iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => dels.extend(a.by_ref().map(|(e, v)| (e.clone(), v.clone()))),
+            (None, Some(_)) => adds.extend(b.by_ref().map(|(e, v)| (e.clone(), v.clone()))),
+            (Some((ea, va)), Some((eb, vb))) => match ea.cmp(eb) {
+                Ordering::Less => {
+                    dels.push(((*ea).clone(), (*va).clone()));
+                    a.next();
+                }
+                Ordering::Greater => {
+                    adds.push(((*eb).clone(), (*vb).clone()));
+                    b.next();
+                }
+                Ordering::Equal => {
+                    if va != vb {
+                        dels.push(((*ea).clone(), (*va).clone()));
+                        adds.push(((*eb).clone(), (*vb).clone()));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    (dels, adds)
+}
+
 fn diff_table(p: &mut Phases, o: &Table, n: &Table) {
     let id = n.id();
     let kind_changed = n
@@ -298,18 +434,7 @@ fn diff_table(p: &mut Phases, o: &Table, n: &Table) {
             add_whole_set(p, &id, ns);
             continue;
         }
-        let dels: Vec<(Element, Option<Verdict>)> = os
-            .elements
-            .iter()
-            .filter(|(e, v)| ns.elements.get(*e) != Some(*v))
-            .map(|(e, v)| (e.clone(), v.clone()))
-            .collect();
-        let adds: Vec<(Element, Option<Verdict>)> = ns
-            .elements
-            .iter()
-            .filter(|(e, v)| os.elements.get(*e) != Some(*v))
-            .map(|(e, v)| (e.clone(), v.clone()))
-            .collect();
+        let (dels, adds) = element_delta(&os.elements, &ns.elements);
         if !dels.is_empty() {
             p.del_elems.push(Change::DeleteElements {
                 table: id.clone(),

@@ -277,7 +277,13 @@ impl Programmer {
             self.forget();
             return Err(e);
         }
-        self.programmed = Some(desired.clone());
+        // Keep the model of what is programmed: patch it for incremental batches (cheap for
+        // one pod among 10k), copy the desired state after a full replacement.
+        match (&mut self.programmed, kind) {
+            (Some(model), SyncKind::Incremental) => changes.apply_to(model),
+            _ => self.programmed = Some(desired.clone()),
+        }
+        debug_assert_eq!(self.programmed.as_ref(), Some(desired));
         self.after_commit(desired, &changes, gen_before)?;
         Ok(SyncReport {
             kind,
@@ -301,13 +307,21 @@ impl Programmer {
                 self.snapshots.insert(id.clone(), snap);
             }
         } else {
-            // Element-only commit: handles are unchanged; element counts follow the IR.
-            for (id, t) in &desired.tables {
-                if let Some(s) = self.snapshots.get_mut(id) {
-                    for set in t.sets.values() {
-                        s.elements
-                            .insert(set.decl.name.clone(), sys::kernel_element_count(set));
-                    }
+            // Element-only commit: handles are unchanged; the counts of the touched sets
+            // follow the IR.
+            for c in &changes.changes {
+                if let Change::AddElements { table, decl, .. }
+                | Change::DeleteElements { table, decl, .. } = c
+                    && let (Some(snap), Some(set)) = (
+                        self.snapshots.get_mut(table),
+                        desired
+                            .tables
+                            .get(table)
+                            .and_then(|t| t.sets.get(&decl.name)),
+                    )
+                {
+                    snap.elements
+                        .insert(decl.name.clone(), sys::kernel_element_count(set));
                 }
             }
         }

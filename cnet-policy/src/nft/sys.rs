@@ -922,9 +922,16 @@ pub fn parse(msg: &[u8]) -> Option<Parsed> {
 /// How many elements the kernel holds for this IR set (one-field interval sets store a start
 /// and an end element per range).
 pub fn kernel_element_count(s: &super::ir::Set) -> usize {
+    if !s.decl.interval || s.decl.key.len() > 1 {
+        return s.elements.len();
+    }
+    // One start element each, plus an end element unless the range reaches the top.
     s.elements
-        .iter()
-        .map(|(e, v)| raw_elems(&s.decl, e, v.as_ref()).len())
+        .keys()
+        .map(|e| match e.0.first().map(|p| p.end().bytes()) {
+            Some(end) if end.iter().all(|b| *b == 0xff) => 1,
+            _ => 2,
+        })
         .sum()
 }
 

@@ -1,8 +1,6 @@
 //! Checks an IR before it is rendered or programmed, so that a bad IR fails with a typed error
 //! naming the object instead of a kernel errno half-way through a batch.
 
-use std::collections::BTreeMap;
-
 use super::NftError;
 use super::ir::{
     ChainKind, Element, Expr, Family, Field, KeyType, MatchOp, NFPROTO_IPV4, NFPROTO_IPV6,
@@ -50,19 +48,23 @@ fn check_name(table: &Table, kind: &str, name: &str) -> Result<(), NftError> {
     }
 }
 
-fn check_value(table: &Table, ctx: &str, want: KeyType, v: &Value) -> Result<(), NftError> {
+fn value_problem(want: KeyType, v: &Value) -> Option<String> {
     if v.key_type() != want {
-        return Err(invalid(
-            table,
-            format!("{ctx}: value {v:?} is not of type {}", want.keyword()),
-        ));
+        return Some(format!("value {v:?} is not of type {}", want.keyword()));
     }
     if let Value::Ifname(n) = v
         && (n.is_empty() || n.len() > 15 || n.contains('\0') || n.contains('"'))
     {
-        return Err(invalid(table, format!("{ctx}: bad interface name {n:?}")));
+        return Some(format!("bad interface name {n:?}"));
     }
-    Ok(())
+    None
+}
+
+fn check_value(table: &Table, ctx: &str, want: KeyType, v: &Value) -> Result<(), NftError> {
+    match value_problem(want, v) {
+        Some(what) => Err(invalid(table, format!("{ctx}: {what}"))),
+        None => Ok(()),
+    }
 }
 
 /// Validate a whole ruleset.
@@ -141,35 +143,40 @@ fn validate_set(t: &Table, s: &Set) -> Result<(), NftError> {
         ));
     }
     for (e, v) in &s.elements {
-        let ectx = format!("{ctx} element {e:?}");
+        // Context strings are only built for the element that fails (sets hold 10k+).
+        let fail = |what: String| invalid(t, format!("{ctx} element {e:?}: {what}"));
         if e.0.len() != d.key.len() {
-            return Err(invalid(
-                t,
-                format!("{ectx}: {} fields for a key of {}", e.0.len(), d.key.len()),
-            ));
+            return Err(fail(format!(
+                "{} fields for a key of {}",
+                e.0.len(),
+                d.key.len()
+            )));
         }
         for (p, k) in e.0.iter().zip(&d.key) {
-            check_value(t, &ectx, *k, p.start())?;
+            if let Some(what) = value_problem(*k, p.start()) {
+                return Err(fail(what));
+            }
             if let Part::Range(a, b) = p {
-                check_value(t, &ectx, *k, b)?;
+                if let Some(what) = value_problem(*k, b) {
+                    return Err(fail(what));
+                }
                 if !d.interval {
-                    return Err(invalid(
-                        t,
-                        format!("{ectx}: range in a set without interval flag"),
-                    ));
+                    return Err(fail("range in a set without interval flag".into()));
                 }
                 if a > b {
-                    return Err(invalid(t, format!("{ectx}: range start after end")));
+                    return Err(fail("range start after end".into()));
                 }
             }
         }
         match (d.verdict_map, v) {
-            (true, Some(v)) => check_target(t, &ectx, v)?,
-            (false, None) => {}
-            (true, None) => return Err(invalid(t, format!("{ectx}: map entry without verdict"))),
-            (false, Some(_)) => {
-                return Err(invalid(t, format!("{ectx}: verdict in a plain set")));
+            (true, Some(v)) => {
+                if v.target().is_some() {
+                    check_target(t, &format!("{ctx} element {e:?}"), v)?;
+                }
             }
+            (false, None) => {}
+            (true, None) => return Err(fail("map entry without verdict".into())),
+            (false, Some(_)) => return Err(fail("verdict in a plain set".into())),
         }
     }
     if d.interval && d.key.len() == 1 {
@@ -252,7 +259,6 @@ fn validate_rule(t: &Table, ctx: &str, r: &Rule) -> Result<(), NftError> {
         ));
     }
     let mut deps = Deps::default();
-    let sets: BTreeMap<&str, &Set> = t.sets.iter().map(|(k, v)| (k.as_str(), v)).collect();
     for (i, e) in r.exprs.iter().enumerate() {
         let terminal = matches!(e, Expr::Verdict(_) | Expr::Vmap { .. });
         if terminal && i + 1 != r.exprs.len() {
@@ -288,7 +294,7 @@ fn validate_rule(t: &Table, ctx: &str, r: &Rule) -> Result<(), NftError> {
                         }
                     }
                     MatchOp::InSet(s) | MatchOp::NotInSet(s) => {
-                        check_lookup(t, ctx, &sets, fields, s, false)?;
+                        check_lookup(t, ctx, fields, s, false)?;
                     }
                 }
             }
@@ -296,7 +302,7 @@ fn validate_rule(t: &Table, ctx: &str, r: &Rule) -> Result<(), NftError> {
                 for f in fields {
                     check_field_dep(t, ctx, *f, &deps)?;
                 }
-                check_lookup(t, ctx, &sets, fields, map, true)?;
+                check_lookup(t, ctx, fields, map, true)?;
             }
             Expr::CtState { states, .. } => {
                 if states.is_empty() {
@@ -329,12 +335,11 @@ fn one_field(t: &Table, ctx: &str, fields: &[Field]) -> Result<(), NftError> {
 fn check_lookup(
     t: &Table,
     ctx: &str,
-    sets: &BTreeMap<&str, &Set>,
     fields: &[Field],
     name: &str,
     want_map: bool,
 ) -> Result<(), NftError> {
-    let Some(s) = sets.get(name) else {
+    let Some(s) = t.sets.get(name) else {
         return Err(invalid(t, format!("{ctx}: no set {name:?}")));
     };
     if s.decl.verdict_map != want_map {
