@@ -1,0 +1,261 @@
+//! Policy end to end in a virtual node: pods attached through the real `cnet` binary (called
+//! as a runtime calls it), policies applied with `cnetctl` (run inside the node netns), TCP
+//! probes for the verdicts, `explain`, labels from an outside source, bad files.
+#![allow(clippy::unwrap_used)]
+
+use cnet_testsupport::{NetNs, VirtualNode, require_priv};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn cnetctl() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cnetctl"))
+}
+
+/// The `cnet` plugin beside `cnetctl`, built first when missing.
+fn cnet() -> PathBuf {
+    let dir = cnetctl().parent().unwrap().to_path_buf();
+    let bin = dir.join("cnet");
+    if !bin.exists() {
+        let target = dir.parent().unwrap();
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "cnet-cni", "--bin", "cnet", "--target-dir"])
+            .arg(target)
+            .status()
+            .unwrap();
+        assert!(st.success(), "building cnet");
+    }
+    bin
+}
+
+struct Lab {
+    _ul: cnet_testsupport::Underlay,
+    node: VirtualNode,
+    dir: tempfile::TempDir,
+    conf: Value,
+}
+
+impl Lab {
+    fn new(mode: &str, labels: &str) -> Lab {
+        let (ul, node) = VirtualNode::single(&["10.61.0.0/24"]);
+        let dir = tempfile::tempdir().unwrap();
+        let conf = json!({
+            "cniVersion": "1.1.0", "name": "pol", "type": "cnet", "mode": mode,
+            "ipam": {"type": "cnet-ipam", "subnet": "10.61.0.0/24",
+                     "dataDir": dir.path().join("ipam").display().to_string()},
+            "policy": {"stateDir": dir.path().join("state").display().to_string(),
+                       "labels": labels},
+        });
+        Lab {
+            _ul: ul,
+            node,
+            dir,
+            conf,
+        }
+    }
+
+    fn state_dir(&self) -> String {
+        self.dir.path().join("state/pol").display().to_string()
+    }
+
+    /// ADD through the plugin binary; returns the pod's IPv4 address.
+    fn add(&self, pod: &NetNs, ns: &str, name: &str, labels: &[(&str, &str)]) -> IpAddr {
+        let mut conf = self.conf.clone();
+        if !labels.is_empty() {
+            let l: Vec<Value> = labels
+                .iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect();
+            conf["args"] = json!({"cni": {"labels": l}});
+        }
+        let bin = cnet().display().to_string();
+        let mut child = self
+            .node
+            .ns
+            .command(&[&bin])
+            .env_clear()
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("{ns}-{name}"))
+            .env("CNI_NETNS", pod.path())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(out.status.success(), "{v}");
+        v["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .parse::<ipnetwork::IpNetwork>()
+            .unwrap()
+            .ip()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        let bin = cnetctl().display().to_string();
+        let sd = self.state_dir();
+        let mut argv = vec![bin.as_str(), "--state-dir", sd.as_str()];
+        argv.extend_from_slice(args);
+        self.node.ns.command(&argv).output().unwrap()
+    }
+
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            o.status.success(),
+            "cnetctl {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn db_policy(port: u16) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: db-from-web\n  namespace: prod\nspec:\n  podSelector:\n    matchLabels: {{app: db}}\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {{app: web}}\n    ports:\n    - port: {port}\n"
+    )
+}
+
+fn enforce(mode: &str) {
+    let lab = Lab::new(mode, "cni");
+    let (web, db, tool) = (lab.node.pod(), lab.node.pod(), lab.node.pod());
+    let _web_ip = lab.add(&web, "prod", "web", &[("app", "web")]);
+    let db_ip = lab.add(&db, "prod", "db", &[("app", "db")]);
+    let tool_ip = lab.add(&tool, "dev", "tool", &[("app", "tool")]);
+    let db_echo = db.tcp_echo();
+    let tool_echo = tool.tcp_echo();
+    // No policy: everything open.
+    assert!(web.tcp_ok(db_ip, db_echo.port()));
+    assert!(tool.tcp_ok(db_ip, db_echo.port()));
+    let f = write(lab.dir.path(), "db.yaml", &db_policy(db_echo.port()));
+    let out = lab.ctl_ok(&["apply", "-f", &f]);
+    assert!(
+        out.contains("NetworkPolicy prod/db-from-web created"),
+        "{out}"
+    );
+    assert!(lab.ctl_ok(&["apply", "-f", &f]).contains("unchanged"));
+    // Enforced in the kernel: web -> db allowed, tool -> db denied, web -> tool still open.
+    assert!(web.tcp_ok(db_ip, db_echo.port()), "{mode}: allowed flow");
+    assert!(!tool.tcp_ok(db_ip, db_echo.port()), "{mode}: denied flow");
+    assert!(
+        web.tcp_ok(tool_ip, tool_echo.port()),
+        "{mode}: unselected pod"
+    );
+    // explain agrees, with exit codes 1 (denied) and 0 (allowed).
+    let port = format!("{}/tcp", db_echo.port());
+    let o = lab.ctl(&["explain", "dev/tool", "prod/db", &port]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("DENY dev/tool"), "{text}");
+    assert!(text.contains("db-from-web"), "{text}");
+    let o = lab.ctl(&["explain", "prod/web", &db_ip.to_string(), &port]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // get and render.
+    let eps = lab.ctl_ok(&["get", "endpoints"]);
+    assert!(eps.contains("prod/db") && eps.contains("app=db"), "{eps}");
+    assert!(lab.ctl_ok(&["get", "policies"]).contains("db-from-web"));
+    assert!(lab.ctl_ok(&["render"]).contains("table inet cnet"));
+    // A pod added after the policy is covered at once.
+    let web2 = lab.node.pod();
+    lab.add(&web2, "prod", "web2", &[("app", "web")]);
+    assert!(web2.tcp_ok(db_ip, db_echo.port()));
+    // Lifting the policy restores traffic.
+    assert!(lab.ctl_ok(&["delete", "-f", &f]).contains("deleted"));
+    assert!(tool.tcp_ok(db_ip, db_echo.port()), "{mode}: after delete");
+}
+
+#[test]
+fn network_policy_enforced_transparent() {
+    require_priv!();
+    enforce("transparent");
+}
+
+#[test]
+fn network_policy_enforced_bridge() {
+    require_priv!();
+    enforce("bridge");
+}
+
+/// Labels from an outside source: a pod added without labels is isolated until `cnetctl
+/// label` supplies them; then its policy (here: none selecting it) applies.
+#[test]
+fn external_labels_isolate_until_supplied() {
+    require_priv!();
+    let lab = Lab::new("transparent", "external");
+    let (a, b) = (lab.node.pod(), lab.node.pod());
+    let a_ip = lab.add(&a, "prod", "a", &[("app", "a")]);
+    let b_ip = lab.add(&b, "prod", "b", &[]);
+    let (ea, eb) = (a.tcp_echo(), b.tcp_echo());
+    assert!(!a.tcp_ok(b_ip, eb.port()), "isolated pod reachable");
+    assert!(!b.tcp_ok(a_ip, ea.port()), "isolated pod sends");
+    let o = lab.ctl(&["explain", "prod/a", "prod/b", &format!("{}/tcp", eb.port())]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(lab.ctl_ok(&["get", "endpoints"]).contains("isolated"));
+    lab.ctl_ok(&["label", "prod/b", "app=b"]);
+    assert!(a.tcp_ok(b_ip, eb.port()));
+    assert!(b.tcp_ok(a_ip, ea.port()));
+}
+
+#[test]
+fn bad_files_and_arguments_have_documented_exit_codes() {
+    require_priv!();
+    let lab = Lab::new("transparent", "cni");
+    let d = lab.dir.path();
+    let bad = write(
+        d,
+        "bad.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: a}\nspec:\n  podSelector: {}\n  ingress:\n  - ports: [{protocol: ICMP}]\n",
+    );
+    let o = lab.ctl(&["apply", "-f", &bad]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.yaml") && err.contains("line 1"), "{err}");
+    assert!(err.contains("protocol"), "{err}");
+    let o = lab.ctl(&["apply", "-f", "/nonexistent.yaml"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        lab.ctl(&["label", "nobody/here", "a=b"]).status.code(),
+        Some(6)
+    );
+    assert_eq!(lab.ctl(&["explain", "a", "b"]).status.code(), Some(2));
+    assert_eq!(
+        lab.ctl(&["explain", "10.0.0.1", "10.0.0.2", "80/icmp"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert!(lab.ctl_ok(&["--help"]).contains("Exit codes"));
+    assert!(lab.ctl_ok(&["apply", "--help"]).contains("--filename"));
+    // Nothing was stored by the failures.
+    assert!(
+        !lab.ctl_ok(&["get", "policies", "-o", "json"])
+            .contains("\"name\"")
+    );
+}
