@@ -1,9 +1,65 @@
-//! Side-by-side measurements of cnet against its peers: shared helpers for the bench programs.
+//! Side-by-side measurements of cnet against its peers: shared helpers for the bench programs,
+//! the results format ([`record`]) and the report the suite runner writes ([`report`]).
+//!
+//! ```
+//! use cnet_benches::{Profile, record::Recorder};
+//! // Under `cargo test` (no `--bench`) every bench runs its tiny smoke pass.
+//! let pods = cnet_benches::profile().pick(3, 50, 200);
+//! let mut rec = Recorder::new("doc");
+//! rec.samples("case", "cnet", "add_latency", "ms", &[1.0, 2.0]);
+//! assert!(pods > 0 && rec.records().len() == 1);
+//! # let _ = Profile::Quick;
+//! ```
+
+pub mod record;
+pub mod report;
 
 /// True when the program was started by `cargo bench` (which passes `--bench`); false under
 /// `cargo test`, where a bench runs a tiny smoke pass instead of the measurement.
 pub fn measuring() -> bool {
     std::env::args().any(|a| a == "--bench")
+}
+
+/// Environment variable choosing how big a measuring run is: `quick` or `full` (the default).
+pub const PROFILE_ENV: &str = "CNET_BENCH_PROFILE";
+
+/// How big a bench run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `cargo test`: a tiny pass that only checks the bench still works.
+    Smoke,
+    /// `--bench` with `CNET_BENCH_PROFILE=quick`: the suite's quick profile (a few minutes in all).
+    Quick,
+    /// `--bench` otherwise: everything at full size.
+    Full,
+}
+
+impl Profile {
+    /// The value for this profile.
+    pub fn pick<T>(self, smoke: T, quick: T, full: T) -> T {
+        match self {
+            Profile::Smoke => smoke,
+            Profile::Quick => quick,
+            Profile::Full => full,
+        }
+    }
+
+    /// Lower-case name (`smoke`, `quick`, `full`).
+    pub fn name(self) -> &'static str {
+        self.pick("smoke", "quick", "full")
+    }
+}
+
+/// The profile of this run: [`Profile::Smoke`] unless [`measuring`], then `CNET_BENCH_PROFILE`
+/// (`quick`; anything else is full).
+pub fn profile() -> Profile {
+    if !measuring() {
+        return Profile::Smoke;
+    }
+    match std::env::var(PROFILE_ENV).as_deref() {
+        Ok("quick") => Profile::Quick,
+        _ => Profile::Full,
+    }
 }
 
 /// Median of a sample (sorted in place); `None` when empty.
