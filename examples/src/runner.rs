@@ -588,6 +588,8 @@ pub enum Outcome {
     Refused,
     /// The oracle could not run the probe.
     Error(String),
+    /// The oracle cannot run this probe here (counted as skipped, with the reason).
+    Skipped(String),
 }
 
 impl std::fmt::Display for Outcome {
@@ -597,6 +599,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Dropped => f.write_str("false"),
             Outcome::Refused => f.write_str("refused"),
             Outcome::Error(e) => write!(f, "error ({e})"),
+            Outcome::Skipped(why) => write!(f, "skipped ({why})"),
         }
     }
 }
@@ -718,7 +721,7 @@ impl Report {
                 ),
                 RecordStatus::Fail => writeln!(
                     out,
-                    "{} FAIL ({} passed, {} failed{})",
+                    "{} fail ({} passed, {} failed{})",
                     r.id,
                     r.passed,
                     r.failed,
@@ -833,10 +836,18 @@ pub fn run_record(input: &RecordInput, oracle: &mut dyn Oracle, opts: &RunOption
             .collect(),
     };
     for (probe, res) in prep.probes.iter().zip(results) {
+        if let Outcome::Skipped(why) = &res.outcome {
+            report.skipped += 1;
+            report.notes.push(format!(
+                "probe skipped: {} -> {}:{}/{}: {why}",
+                probe.from, probe.to, probe.port, probe.protocol
+            ));
+            continue;
+        }
         let ok = match res.outcome {
             Outcome::Connected => probe.expect,
             Outcome::Dropped => !probe.expect,
-            Outcome::Refused | Outcome::Error(_) => false,
+            Outcome::Refused | Outcome::Error(_) | Outcome::Skipped(_) => false,
         };
         if ok {
             report.passed += 1;

@@ -60,7 +60,7 @@ fn failing_probe_is_reported_in_the_readme_format() {
     let report = run(&json);
     assert_eq!(report.totals(), (0, 1, 0));
     let text = report.render(false);
-    assert!(text.contains("r1 FAIL"), "{text}");
+    assert!(text.contains("r1 fail"), "{text}");
     assert!(
         text.contains("  x/a -> x/b:80/TCP expected false got true\n"),
         "{text}"
