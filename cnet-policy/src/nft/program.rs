@@ -30,13 +30,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::RawFd;
 
 use nftnl::{Batch, MsgType};
 
 use super::NftError;
 use super::diff::{Change, ChangeList, diff};
 use super::ir::{Ruleset, TableId};
+use super::sys::socket::{self, NlSocket, RecvBuf};
 use super::sys::{self, Msg, Parsed, family_number};
 use super::validate::validate;
 
@@ -80,7 +80,7 @@ pub struct SyncReport {
 /// Programs nftables in the network namespace of the thread that created it. Owns only the
 /// tables of the rulesets passed to [`Programmer::sync`].
 pub struct Programmer {
-    sock: Sock,
+    sock: NlSocket,
     seq: u32,
     programmed: Option<Ruleset>,
     expected_gen: Option<u32>,
@@ -100,108 +100,16 @@ impl std::fmt::Debug for Programmer {
     }
 }
 
-/// The netlink socket, movable across threads: it stays bound to the namespace it was
-/// opened in, whichever thread uses it.
-struct Sock(mnl::Socket);
-
-// SAFETY: an mnl_socket is a file descriptor plus its bound address; nothing in it is tied
-// to the creating thread, and Programmer methods take &mut self, so it is never used by two
-// threads at once.
-unsafe impl Send for Sock {}
-
-impl std::ops::Deref for Sock {
-    type Target = mnl::Socket;
-    fn deref(&self) -> &mnl::Socket {
-        &self.0
-    }
+fn open_socket() -> Result<NlSocket, NftError> {
+    NlSocket::open().map_err(|(op, source)| NftError::Socket { op, source })
 }
 
 fn sock_err(op: &'static str) -> impl FnOnce(io::Error) -> NftError {
     move |source| NftError::Socket { op, source }
 }
 
-fn fd_of(sock: &mnl::Socket) -> RawFd {
-    // SAFETY: the socket pointer is valid for the lifetime of `sock`.
-    unsafe { mnl::mnl_sys::mnl_socket_get_fd(sock.as_raw_socket()) }
-}
-
-fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
-    // SAFETY: fd is an open socket; the option value is a live c_int of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&v as *const i32).cast::<libc::c_void>(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Grow a socket buffer: SO_*BUFFORCE (needs CAP_NET_ADMIN, which programming nftables needs
-/// anyway), falling back to the capped SO_*BUF.
-fn grow_buffer(fd: RawFd, force: i32, plain: i32, bytes: usize) -> io::Result<()> {
-    let v = i32::try_from(bytes).unwrap_or(i32::MAX);
-    setsockopt_int(fd, libc::SOL_SOCKET, force, v)
-        .or_else(|_| setsockopt_int(fd, libc::SOL_SOCKET, plain, v))
-}
-
-fn open_socket() -> Result<Sock, NftError> {
-    let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(sock_err("open"))?;
-    let fd = fd_of(&sock);
-    // Error replies carry only the header of the failing message, not the whole message.
-    setsockopt_int(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
-        .map_err(sock_err("setsockopt NETLINK_CAP_ACK"))?;
-    grow_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, 1 << 20)
-        .map_err(sock_err("setsockopt SO_RCVBUF"))?;
-    // A reply that never comes must not hang the caller.
-    let tv = libc::timeval {
-        tv_sec: 5,
-        tv_usec: 0,
-    };
-    // SAFETY: fd is open; tv is a live timeval of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast::<libc::c_void>(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(NftError::Socket {
-            op: "setsockopt SO_RCVTIMEO",
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(Sock(sock))
-}
-
-/// Bytes of receive buffer one ACK may cost (skb overhead included).
-const ACK_TRUESIZE: usize = 2048;
 /// Page size of batches: big pages, few iovecs.
 const BATCH_PAGE: u32 = 1 << 20;
-
-/// Aligned receive buffer (nlmsghdr alignment is 4; u64 gives 8).
-struct RecvBuf(Vec<u64>);
-
-impl RecvBuf {
-    fn new(bytes: usize) -> RecvBuf {
-        RecvBuf(vec![0u64; bytes.div_ceil(8)])
-    }
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        let len = self.0.len() * 8;
-        // SAFETY: a u64 buffer viewed as bytes: same allocation, length in bytes, any bit
-        // pattern is valid for u8.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), len) }
-    }
-}
 
 /// Outcome of reading one reply datagram.
 enum Reply {
@@ -425,18 +333,19 @@ impl Programmer {
         };
         let pages: Vec<&[u8]> = batch.iter().collect();
         let total: usize = pages.iter().map(|p| p.len()).sum();
-        let fd = fd_of(&self.sock);
         self.drain()?;
-        grow_buffer(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, total + (1 << 16))
-            .map_err(sock_err("setsockopt SO_SNDBUF"))?;
-        grow_buffer(
-            fd,
-            libc::SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-            (1 << 20).max(n_seqs * ACK_TRUESIZE),
-        )
-        .map_err(sock_err("setsockopt SO_RCVBUF"))?;
-        self.sendmsg(fd, &pages, total)?;
+        self.sock
+            .size_for_batch(total, n_seqs)
+            .map_err(|(op, source)| NftError::Socket { op, source })?;
+        let sent = self
+            .sock
+            .send_pages(&pages)
+            .map_err(sock_err("sendmsg (batch)"))?;
+        if sent != total {
+            return Err(NftError::UnknownOutcome {
+                reason: format!("sendmsg sent {sent} of {total} bytes"),
+            });
+        }
 
         let mut pending: std::collections::BTreeSet<u32> = seqs.clone().collect();
         let mut errors: Vec<(u32, i32)> = Vec::new();
@@ -449,7 +358,7 @@ impl Programmer {
                         break;
                     }
                     waited = true;
-                    self.wait_readable(fd, 2000)?;
+                    self.sock.wait_readable(2000).map_err(sock_err("poll"))?;
                 }
                 Ok(Reply::Msgs { acks, .. }) => {
                     waited = false;
@@ -513,96 +422,19 @@ impl Programmer {
         Ok(())
     }
 
-    fn sendmsg(&self, fd: RawFd, pages: &[&[u8]], total: usize) -> Result<(), NftError> {
-        let mut iov: Vec<libc::iovec> = pages
-            .iter()
-            .map(|p| libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            })
-            .collect();
-        // SAFETY: zeroed sockaddr_nl/msghdr are valid (kernel address: pid 0, groups 0).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: as above.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_name = (&mut addr as *mut libc::sockaddr_nl).cast::<libc::c_void>();
-        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as u32;
-        mh.msg_iov = iov.as_mut_ptr();
-        mh.msg_iovlen = iov.len();
-        // SAFETY: mh points at live iovecs over the batch pages (borrowed for this call) and
-        // at a live address.
-        let n = unsafe { libc::sendmsg(fd, &mh, 0) };
-        if n < 0 {
-            return Err(NftError::Socket {
-                op: "sendmsg (batch)",
-                source: io::Error::last_os_error(),
-            });
-        }
-        if n as usize != total {
-            return Err(NftError::UnknownOutcome {
-                reason: format!("sendmsg sent {n} of {total} bytes"),
-            });
-        }
-        Ok(())
-    }
-
-    fn wait_readable(&self, fd: RawFd, ms: i32) -> Result<(), NftError> {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, ms) };
-        if rc < 0 {
-            return Err(NftError::Socket {
-                op: "poll",
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Read one datagram (non-blocking when `nonblock`).
+    /// Read one datagram (non-blocking when `nonblock`) and sort its messages.
     fn recv(&self, buf: &mut RecvBuf, nonblock: bool) -> io::Result<Reply> {
-        let fd = fd_of(&self.sock);
-        let bytes = buf.bytes_mut();
-        let flags = if nonblock { libc::MSG_DONTWAIT } else { 0 };
-        // SAFETY: bytes is a live, writable buffer of the given length.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                bytes.as_mut_ptr().cast::<libc::c_void>(),
-                bytes.len(),
-                flags,
-            )
+        let Some(n) = self.sock.recv(buf, nonblock)? else {
+            return Ok(Reply::Empty);
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(Reply::Empty);
-            }
-            return Err(e);
-        }
         let mut acks = Vec::new();
         let mut data = Vec::new();
         let mut done = false;
-        for m in mnl::NlMessages::new(&bytes[..n as usize]) {
-            let m = m?;
-            // SAFETY: NlMessages yields complete, aligned messages of at least a header.
-            let hdr = unsafe { &*m.as_ptr().cast::<libc::nlmsghdr>() };
-            match i32::from(hdr.nlmsg_type) {
-                libc::NLMSG_ERROR => {
-                    let off = std::mem::size_of::<libc::nlmsghdr>();
-                    let err = m
-                        .get(off..off + 4)
-                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                        .unwrap_or(-libc::EPROTO);
-                    acks.push((hdr.nlmsg_seq, -err));
-                }
-                libc::NLMSG_DONE => done = true,
-                _ => data.extend(sys::parse(m)),
+        for m in socket::messages(&buf.bytes_mut()[..n])? {
+            match (m.errno, i32::from(m.ty)) {
+                (Some(errno), _) => acks.push((m.seq, errno)),
+                (None, libc::NLMSG_DONE) => done = true,
+                (None, _) => data.extend(sys::parse(m.raw)),
             }
         }
         Ok(Reply::Msgs { acks, data, done })
@@ -808,48 +640,36 @@ impl Programmer {
         let mut buf = RecvBuf::new(1 << 17);
         let mut count = 0usize;
         loop {
-            let bytes = buf.bytes_mut();
-            // SAFETY: live writable buffer.
-            let n = unsafe {
-                libc::recv(
-                    fd_of(&self.sock),
-                    bytes.as_mut_ptr().cast::<libc::c_void>(),
-                    bytes.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(NftError::ReadBack {
-                    what,
-                    reason: io::Error::last_os_error().to_string(),
-                });
-            }
-            for m in mnl::NlMessages::new(&bytes[..n as usize]) {
-                let m = m.map_err(|e| NftError::ReadBack {
+            let n = self
+                .sock
+                .recv(&mut buf, false)
+                .map_err(|e| NftError::ReadBack {
                     what: what.clone(),
                     reason: e.to_string(),
+                })?
+                .ok_or_else(|| NftError::ReadBack {
+                    what: what.clone(),
+                    reason: "no reply".into(),
                 })?;
-                // SAFETY: complete aligned message.
-                let hdr = unsafe { &*m.as_ptr().cast::<libc::nlmsghdr>() };
-                match i32::from(hdr.nlmsg_type) {
-                    libc::NLMSG_DONE => {
-                        let _ = self.recv(&mut RecvBuf::new(4096), true);
+            let msgs = socket::messages(&buf.bytes_mut()[..n]).map_err(|e| NftError::ReadBack {
+                what: what.clone(),
+                reason: e.to_string(),
+            })?;
+            for m in msgs {
+                match (m.errno, i32::from(m.ty)) {
+                    (Some(errno), _) if m.seq == seq && errno != 0 => {
+                        return Err(NftError::ReadBack {
+                            what,
+                            reason: io::Error::from_raw_os_error(errno).to_string(),
+                        });
+                    }
+                    (Some(_), _) => {}
+                    (None, libc::NLMSG_DONE) => {
+                        // The dump's ACK may follow; discard it if queued.
+                        let _ = self.sock.recv(&mut RecvBuf::new(4096), true);
                         return Ok(count);
                     }
-                    libc::NLMSG_ERROR => {
-                        let off = std::mem::size_of::<libc::nlmsghdr>();
-                        let err = m
-                            .get(off..off + 4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(-libc::EPROTO);
-                        if hdr.nlmsg_seq == seq && err != 0 {
-                            return Err(NftError::ReadBack {
-                                what,
-                                reason: io::Error::from_raw_os_error(-err).to_string(),
-                            });
-                        }
-                    }
-                    _ => count += sys::count_elems(m),
+                    (None, _) => count += sys::count_elems(m.raw),
                 }
             }
         }

@@ -19,6 +19,8 @@ use super::ir::{
 };
 use super::validate::padded_len;
 
+pub mod socket;
+
 /// `NFT_SET_CONSTANT` (not in libc).
 const NFT_SET_CONSTANT: u32 = 0x2;
 /// `NFT_SET_CONCAT` (not in libc): the key is a concatenation stored with `KEY_END` ranges.
@@ -830,12 +832,12 @@ fn owned(p: *const c_char) -> String {
 
 /// Parse one data message of a read-back (its nfnetlink message type tells the kind).
 pub fn parse(msg: &[u8]) -> Option<Parsed> {
-    if msg.len() < std::mem::size_of::<libc::nlmsghdr>() {
+    if msg.len() < std::mem::size_of::<libc::nlmsghdr>() || msg.as_ptr().align_offset(4) != 0 {
         return None;
     }
     let nlh = msg.as_ptr().cast::<libc::nlmsghdr>();
-    // SAFETY: `msg` is one complete, aligned netlink message (from mnl::NlMessages, which
-    // checks alignment and length); the parse functions read within nlmsg_len; every object
+    // SAFETY: `msg` is one complete netlink message (its length checked by
+    // socket::messages) and 4-byte aligned (checked above); the parse functions read within nlmsg_len; every object
     // is freed after its fields are copied out.
     unsafe {
         let ty = i32::from((*nlh).nlmsg_type & 0xff);
@@ -964,7 +966,7 @@ pub fn get_elems_request(buf: &mut [u8], table: &TableId, set: &str, seq: u32) -
 
 /// Number of elements in one NEWSETELEM dump message.
 pub fn count_elems(msg: &[u8]) -> usize {
-    if msg.len() < std::mem::size_of::<libc::nlmsghdr>() {
+    if msg.len() < std::mem::size_of::<libc::nlmsghdr>() || msg.as_ptr().align_offset(4) != 0 {
         return 0;
     }
     // SAFETY: `msg` is one complete, aligned netlink message; the set and iterator are
