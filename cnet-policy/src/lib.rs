@@ -27,7 +27,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Modules: [`api`] (the Kubernetes objects as written), [`parse`] (YAML/JSON in and out),
+//! Modules: [`api`] (the Kubernetes objects as written), [`admin`] (AdminNetworkPolicy,
+//! BaselineAdminNetworkPolicy, ClusterNetworkPolicy), [`parse`] (YAML/JSON in and out),
 //! [`validate`] (API-server validation with field paths), [`model`] (the normalised tiers the
 //! evaluator and the nftables compiler consume), [`normalize`], [`endpoint`], [`evaluator`].
 
