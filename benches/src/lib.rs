@@ -62,6 +62,45 @@ pub fn profile() -> Profile {
     }
 }
 
+/// Build (a no-op when fresh) and locate a binary of `cnet-cni` (`cnet`, `cnet-ipam`) in the
+/// calling bench's target directory and profile, so a bench never measures a stale binary.
+pub fn cni_binary(name: &str) -> Result<std::path::PathBuf, String> {
+    use std::path::Path;
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // <target>/<profile>/deps/<bench>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("unexpected bench location")?;
+    let candidate = profile_dir.join(name);
+    let target_dir = profile_dir.parent().ok_or("unexpected bench location")?;
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "cnet-cni",
+            "--bin",
+            name,
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().map_err(|e| format!("cargo build: {e}"))?;
+    if !status.success() || !candidate.exists() {
+        return Err(format!("could not build {}", candidate.display()));
+    }
+    Ok(candidate)
+}
+
 /// Median of a sample (sorted in place); `None` when empty.
 pub fn median(samples: &mut [f64]) -> Option<f64> {
     if samples.is_empty() {

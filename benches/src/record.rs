@@ -145,6 +145,11 @@ impl Entry<'_> {
         self.with(|r| r.reference = true)
     }
 
+    /// Mark this engine as the reference when `yes`.
+    pub fn reference_if(self, yes: bool) -> Self {
+        self.with(|r| r.reference |= yes)
+    }
+
     /// Higher is better (rates).
     pub fn higher(self) -> Self {
         self.with(|r| r.better = Better::Higher)
