@@ -41,7 +41,28 @@ pub fn parse_yaml_objects(text: &str) -> Result<Vec<ApiObject>> {
         if v.is_null() {
             continue;
         }
-        flatten(v, Format::Yaml, i, &mut out)?;
+        let single = v.get("kind").and_then(Value::as_str) == Some(api::KIND);
+        if let Err(e) = flatten(v, Format::Yaml, i, &mut out) {
+            // Typed errors lose their position through the generic value: for a single
+            // NetworkPolicy document, decode it again straight from the text, which names the
+            // field path, line and column.
+            if single {
+                if let Some(doc) = serde_yaml_ng::Deserializer::from_str(text).nth(i) {
+                    if let Err(typed) = NetworkPolicy::deserialize(doc) {
+                        return Err(PolicyError::Syntax {
+                            format: Format::Yaml,
+                            document: i,
+                            location: typed.location().map(|l| Location {
+                                line: l.line(),
+                                column: l.column(),
+                            }),
+                            message: typed.to_string(),
+                        });
+                    }
+                }
+            }
+            return Err(e);
+        }
     }
     Ok(out)
 }

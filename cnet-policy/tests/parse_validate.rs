@@ -82,6 +82,20 @@ fn syntax_errors_carry_a_location() {
         }) => assert_eq!(l.line, 2),
         other => panic!("{other:?}"),
     }
+    // A wrong type deep inside a document: field path, line and column.
+    let text =
+        format!("{HEAD}spec:\n  podSelector: {{}}\n  ingress:\n  - ports:\n    - port: [80]\n");
+    match parse_yaml(&text) {
+        Err(PolicyError::Syntax {
+            location: Some(l),
+            message,
+            ..
+        }) => {
+            assert_eq!(l.line, 8, "{message}");
+            assert!(message.contains("spec.ingress[0].ports[0]"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
     // Wrong type and unknown field inside spec.
     assert!(matches!(
         parse_yaml(&format!("{HEAD}spec: {{podSelector: 5}}\n")),
