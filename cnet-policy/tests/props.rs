@@ -397,3 +397,139 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         ]
     })
 }
+
+/// A deliberately naive reading of the Kubernetes semantics straight off the API objects
+/// (no normalisation, no indexes): the evaluator must agree with it on every flow.
+mod naive {
+    use super::*;
+    use cnet_policy::validate::{network_of, parse_cidr};
+
+    fn sel(s: &LabelSelector, l: &Labels) -> bool {
+        s.match_labels
+            .iter()
+            .flatten()
+            .all(|(k, v)| l.get(k) == Some(v))
+            && s.match_expressions.iter().flatten().all(|r| {
+                let vals = r.values.clone().unwrap_or_default();
+                let v = l.get(&r.key);
+                match r.operator.as_str() {
+                    "In" => v.is_some_and(|v| vals.contains(v)),
+                    "NotIn" => v.is_none_or(|v| !vals.contains(v)),
+                    "Exists" => v.is_some(),
+                    _ => v.is_none(),
+                }
+            })
+    }
+
+    fn ports_ok(ports: &Option<Vec<NetworkPolicyPort>>, f: &Flow, dst: Option<&Endpoint>) -> bool {
+        let Some(ports) = ports.as_ref().filter(|p| !p.is_empty()) else {
+            return true;
+        };
+        ports.iter().any(|p| {
+            let proto = Protocol::parse(p.protocol.as_deref().unwrap_or("TCP")).expect("valid");
+            proto == f.protocol
+                && match &p.port {
+                    None => true,
+                    Some(IntOrString::Int(n)) => {
+                        let end = p.end_port.unwrap_or(*n);
+                        (*n..=end).contains(&i32::from(f.dst_port))
+                    }
+                    Some(IntOrString::String(name)) => dst
+                        .and_then(|d| d.named_ports.get(name))
+                        .is_some_and(|np| np.port == f.dst_port && np.protocol == f.protocol),
+                }
+        })
+    }
+
+    fn peers_ok(
+        peers: &Option<Vec<NetworkPolicyPeer>>,
+        policy_ns: &str,
+        addr: IpAddr,
+        ep: Option<&Endpoint>,
+        inv: &Inventory,
+    ) -> bool {
+        let Some(peers) = peers.as_ref().filter(|p| !p.is_empty()) else {
+            return true;
+        };
+        peers.iter().any(|p| {
+            if let Some(b) = &p.ip_block {
+                let c = network_of(parse_cidr(&b.cidr).expect("valid"));
+                return c.contains(addr)
+                    && !b
+                        .except
+                        .iter()
+                        .flatten()
+                        .any(|x| parse_cidr(x).expect("valid").contains(addr));
+            }
+            let Some(ep) = ep else { return false };
+            let ns_ok = match &p.namespace_selector {
+                None => ep.namespace == policy_ns,
+                Some(s) => sel(s, &inv.namespace_labels(&ep.namespace)),
+            };
+            ns_ok && p.pod_selector.as_ref().is_none_or(|s| sel(s, &ep.labels))
+        })
+    }
+
+    pub fn allowed(policies: &[NetworkPolicy], inv: &Inventory, f: &Flow) -> bool {
+        let pod = |a: IpAddr| inv.endpoints.values().find(|e| e.addresses.contains(&a));
+        let (src, dst) = (pod(f.src), pod(f.dst));
+        let egress_ok = src.is_none_or(|s| {
+            let applying: Vec<_> = policies
+                .iter()
+                .filter(|p| {
+                    p.namespace() == s.namespace
+                        && sel(&p.spec.pod_selector, &s.labels)
+                        && p.policy_types().1
+                })
+                .collect();
+            applying.is_empty()
+                || applying.iter().any(|p| {
+                    p.spec.egress.iter().flatten().any(|r| {
+                        ports_ok(&r.ports, f, dst)
+                            && peers_ok(&r.to, p.namespace(), f.dst, dst, inv)
+                    })
+                })
+        });
+        let ingress_ok = dst.is_none_or(|d| {
+            let applying: Vec<_> = policies
+                .iter()
+                .filter(|p| {
+                    p.namespace() == d.namespace
+                        && sel(&p.spec.pod_selector, &d.labels)
+                        && p.policy_types().0
+                })
+                .collect();
+            applying.is_empty()
+                || applying.iter().any(|p| {
+                    p.spec.ingress.iter().flatten().any(|r| {
+                        ports_ok(&r.ports, f, dst)
+                            && peers_ok(&r.from, p.namespace(), f.src, src, inv)
+                    })
+                })
+        });
+        egress_ok && ingress_ok
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Differential: the normalised, indexed evaluator equals the naive reading of the API.
+    #[test]
+    fn evaluator_equals_naive_reading(inv in world(), ps in vec(policy(), 0..6)) {
+        // Unique names: the evaluator keeps one object per namespace/name, as the API does.
+        let ps: Vec<NetworkPolicy> = ps
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut p)| {
+                p.metadata.name = format!("p{i}");
+                p
+            })
+            .collect();
+        let e = evaluator(&ps, &inv);
+        for f in flows(&inv) {
+            let want = naive::allowed(&ps, &inv, &f);
+            prop_assert_eq!(e.verdict(&f) == cnet_policy::Verdict::Allow, want, "{}", e.decide(&f));
+        }
+    }
+}
