@@ -13,6 +13,7 @@
 
 pub mod record;
 pub mod report;
+pub mod workload;
 
 /// True when the program was started by `cargo bench` (which passes `--bench`); false under
 /// `cargo test`, where a bench runs a tiny smoke pass instead of the measurement.
