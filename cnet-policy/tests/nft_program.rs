@@ -150,8 +150,37 @@ fn sample_table(name: &str) -> Table {
         .with_chain(pol_a)
 }
 
+/// A `bridge`-family table as bridge mode uses it: frames between ports of one bridge,
+/// matched on ether type first. (No `ct state` here: conntrack in the bridge family needs the
+/// nf_conntrack_bridge module, which this kernel does not have loaded: EPROTO.)
+fn bridge_table() -> Table {
+    let pods = Set::new("pods", &[KeyType::Ipv4Addr])
+        .interval()
+        .with_element(Element(vec![pfx("10.0.0.0/24")]));
+    let pods6 = Set::new("pods6", &[KeyType::Ipv6Addr]).with_element(Element::value(Value::V6(
+        "fd00::5".parse::<Ipv6Addr>().unwrap(),
+    )));
+    let fwd = Chain::base("forward", Hook::Forward, -200, ChainPolicy::Accept)
+        .with_rule(Rule::new(vec![
+            Expr::eq(Field::MetaProtocol, Value::EtherType(0x0800)),
+            Expr::in_set(&[Field::IpDaddr], "pods"),
+            Expr::verdict(Verdict::Drop),
+        ]))
+        .with_rule(Rule::new(vec![
+            Expr::eq(Field::MetaProtocol, Value::EtherType(0x86dd)),
+            Expr::in_set(&[Field::Ip6Daddr], "pods6"),
+            Expr::verdict(Verdict::Drop),
+        ]));
+    Table::new(Family::Bridge, "cnet")
+        .with_set(pods)
+        .with_set(pods6)
+        .with_chain(fwd)
+}
+
 fn sample() -> Ruleset {
-    Ruleset::new().with_table(sample_table("cnet"))
+    Ruleset::new()
+        .with_table(sample_table("cnet"))
+        .with_table(bridge_table())
 }
 
 /// `nft list table` without handles and with counters zeroed, for comparisons.
@@ -236,6 +265,11 @@ fn netlink_program_equals_nft_f_of_rendered_text() {
     let ours = listing(&a, "inet", "cnet");
     let theirs = listing(&b, "inet", "cnet");
     assert_eq!(ours, theirs, "netlink-programmed vs nft -f listing differ");
+    assert_eq!(
+        listing(&a, "bridge", "cnet"),
+        listing(&b, "bridge", "cnet"),
+        "bridge table differs"
+    );
     assert!(
         ours.contains("ip daddr . meta l4proto . th dport @svc"),
         "{ours}"
@@ -529,4 +563,59 @@ fn policy_change_touches_only_its_chain_and_sets() {
         listing(&ns, "inet", "cnet"),
         listing(&fresh, "inet", "cnet")
     );
+}
+
+#[test]
+fn element_added_by_someone_else_does_not_break_our_add() {
+    require_priv!();
+    let ns = NetNs::new("nftd");
+    let old = sample();
+    let (mut p, _) = prog(&ns, &old);
+    // Someone adds the very element we are about to add: a blind "create element" would fail
+    // the batch with EEXIST. The generation check sees the outside commit, the snapshot sees
+    // the element count change, and the sync becomes a full replacement instead.
+    ns.run(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "cnet",
+        "pods_v4",
+        "{ 10.0.9.9 }",
+    ]);
+    let mut new = old.clone();
+    new.tables
+        .get_mut(&cnet_id())
+        .unwrap()
+        .sets
+        .get_mut("pods_v4")
+        .unwrap()
+        .elements
+        .insert(Element::value(v4("10.0.9.9")), None);
+    let r = p.sync(&new).unwrap();
+    assert!(r.drift);
+    assert_eq!(r.kind, SyncKind::Full);
+    let fresh = NetNs::new("nftg");
+    prog(&fresh, &new);
+    assert_eq!(
+        listing(&ns, "inet", "cnet"),
+        listing(&fresh, "inet", "cnet")
+    );
+    // Without a reconcile check (a programmer that believes its model), the same batch is
+    // refused as a whole and leaves the kernel as it was.
+    ns.run(&["nft", "add", "element", "inet", "cnet", "ports", "{ 7777 }"]);
+    let decl = new.tables[&cnet_id()].sets["ports"].decl.clone();
+    let blind = ChangeList {
+        changes: vec![Change::AddElements {
+            table: cnet_id(),
+            decl,
+            elements: vec![(Element::value(Value::Port(7777)), None)],
+        }],
+    };
+    let before = listing(&ns, "inet", "cnet");
+    assert!(matches!(
+        p.apply(&blind),
+        Err(NftError::Rejected { errno: 17, .. })
+    ));
+    assert_eq!(listing(&ns, "inet", "cnet"), before);
 }
