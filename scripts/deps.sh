@@ -5,6 +5,7 @@ set -euo pipefail
 CNET_DEB_PACKAGES=(
   pkg-config libnftnl-dev libmnl-dev nftables iproute2 iputils-ping
   containernetworking-plugins netavark iperf3 conntrack iptables ipset netcat-openbsd
+  podman crun busybox-static
 )
 missing=()
 for p in "${CNET_DEB_PACKAGES[@]}"; do
