@@ -563,7 +563,11 @@ impl<'a> Compiler<'a> {
             self.add_chain(pchain);
         }
         if deny {
+            let mut seen = BTreeSet::new();
             for p in pols {
+                if !seen.insert(&p.subject) {
+                    continue;
+                }
                 for mut m in self.subject_matches(&p.subject, d) {
                     m.push(Expr::verdict(Verdict::Drop));
                     ch.rules

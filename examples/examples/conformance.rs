@@ -8,6 +8,7 @@
 //! `conformance: N passed, N failed, N skipped`. Exit status 0 only when nothing failed.
 
 use clap::{Parser, ValueEnum};
+use cnet_examples::lab::{LabMode, run_records_parallel};
 use cnet_examples::runner::{EvaluatorOracle, RunOptions, run_records};
 use cnet_examples::scenario::read_records;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 enum OracleKind {
     /// Answer probes with the policy evaluator (no kernel).
     Evaluator,
-    /// Real packets through a virtual node (not implemented yet).
+    /// Real packets through a virtual node (needs root).
     Kernel,
 }
 
@@ -50,13 +51,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let OracleKind::Kernel = args.oracle {
-        eprintln!(
-            "conformance: --oracle kernel is not implemented yet (mode {:?})",
-            args.mode
-        );
-        return ExitCode::from(2);
-    }
     let opts = RunOptions {
         include_api_invalid: args.include_api_invalid,
     };
@@ -70,7 +64,16 @@ fn main() -> ExitCode {
             }
         }
     }
-    let report = run_records(&records, &mut EvaluatorOracle, &opts);
+    let report = match args.oracle {
+        OracleKind::Evaluator => run_records(&records, &mut EvaluatorOracle, &opts),
+        OracleKind::Kernel => {
+            let mode = match args.mode {
+                Mode::Bridge => LabMode::Bridge,
+                Mode::Transparent => LabMode::Transparent,
+            };
+            run_records_parallel(&records, mode, &opts)
+        }
+    };
     print!("{}", report.render(args.explain));
     if report.success() {
         ExitCode::SUCCESS

@@ -19,5 +19,6 @@
 //! assert!(report.render(false).ends_with("conformance: 2 passed, 0 failed, 0 skipped\n"));
 //! ```
 
+pub mod lab;
 pub mod runner;
 pub mod scenario;
