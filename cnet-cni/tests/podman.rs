@@ -127,3 +127,119 @@ fn podman_bridge_lifecycle_portmap_tuning() {
     require_priv!();
     lifecycle("bridge");
 }
+
+const WEB_POLICY: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web-from-clients
+  namespace: default
+spec:
+  podSelector:
+    matchLabels:
+      cnet.io/name: web
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          role: client
+    ports:
+    - protocol: TCP
+      port: 80
+";
+
+/// Labels for podman containers: the implicit `cnet.io/name` selects a container by its
+/// name, `cnetctl label` adds labels to an existing endpoint, a NetworkPolicy is enforced
+/// between containers and deleting it restores traffic.
+fn policy(mode: &str) {
+    let mut lab = PodmanLab::new(&conflist("pmpol", mode, "cni"));
+    lab.server("web", "");
+    lab.run("client", "", "sleep 3600");
+    lab.run("other", "", "sleep 3600");
+    let web = lab.ip("web");
+    // No policy: a standalone container is reachable by everyone.
+    assert_eq!(lab.tcp_from("other", web, 80), "hi-web");
+    assert_eq!(lab.tcp_from("client", web, 80), "hi-web");
+
+    let out = lab.cnetctl("label client role=client");
+    assert!(out.ok(), "{out:?}");
+    let f = lab.file("web.yaml", WEB_POLICY);
+    let out = lab.cnetctl(&format!("apply -f {}", f.display()));
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(lab.tcp_from("client", web, 80), "hi-web", "allowed");
+    assert_eq!(lab.tcp_from("other", web, 80), "", "denied: times out");
+    // Egress of the selected container is not restricted (Ingress-only policy).
+    let client = lab.ip("client");
+    assert!(lab.ping_from("web", client));
+
+    // Labels of an existing endpoint change its verdicts at once.
+    assert!(lab.cnetctl("label other role=client").ok());
+    assert_eq!(lab.tcp_from("other", web, 80), "hi-web");
+    assert!(lab.cnetctl("label other role-").ok());
+    assert_eq!(lab.tcp_from("other", web, 80), "");
+
+    // A restarted selected container is protected from its first packet (its rules exist
+    // before its interface does): still denied to `other`, allowed to `client`.
+    lab.sh.run("podman restart -t 0 web");
+    let web = lab.ip("web");
+    assert_eq!(lab.tcp_from("other", web, 80), "");
+    assert_eq!(lab.tcp_from("client", web, 80), "hi-web");
+    // Labels set with cnetctl belong to the attachment: a restarted client comes back with
+    // the labels of its CNI call only, until labelled again.
+    lab.sh.run("podman restart -t 0 client");
+    assert_eq!(lab.tcp_from("client", web, 80), "");
+    assert!(lab.cnetctl("label client role=client").ok());
+    assert_eq!(lab.tcp_from("client", web, 80), "hi-web");
+
+    // explain agrees with the kernel.
+    let out = lab.cnetctl("explain default/other default/web 80/tcp");
+    assert_eq!(out.status, 1, "explain: denied: {out:?}");
+
+    let out = lab.cnetctl(&format!("delete -f {}", f.display()));
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(lab.tcp_from("other", web, 80), "hi-web", "policy lifted");
+    lab.sh.run("podman rm -f -t 0 web client other");
+    assert!(endpoints(&lab).is_empty());
+}
+
+#[test]
+fn podman_policy_between_containers_transparent() {
+    require_priv!();
+    policy("transparent");
+}
+
+#[test]
+fn podman_policy_between_containers_bridge() {
+    require_priv!();
+    policy("bridge");
+}
+
+/// `policy.labels: external`: a container whose labels come from an outside source is
+/// isolated from its first packet until they arrive (`cnetctl label`), then gets its policy.
+#[test]
+fn podman_external_labels_isolate_until_labelled() {
+    require_priv!();
+    let mut lab = PodmanLab::new(&conflist("pmext", "transparent", "external"));
+    lab.server("web", "");
+    lab.run("other", "", "sleep 3600");
+    let web = lab.ip("web");
+    let eps = endpoints(&lab);
+    assert_eq!(record(&eps, "web")["labelsKnown"], false);
+    assert_eq!(lab.tcp_from("other", web, 80), "", "pending: isolated");
+    // The resident node stays allowed in (as for kubelet probes), but the pending container
+    // opens nothing, not even to the node.
+    assert_eq!(lab.tcp_from_node(web, 80), "hi-web");
+    let node: IpAddr = lab.node.addr4.into();
+    assert!(!lab.ping_from("web", node), "pending: egress dropped");
+    assert!(lab.cnetctl("label web app=web").ok());
+    assert!(lab.cnetctl("label other app=other").ok());
+    assert_eq!(
+        lab.tcp_from("other", web, 80),
+        "hi-web",
+        "labelled, no policy"
+    );
+    assert!(lab.ping_from("web", node));
+    lab.sh.run("podman rm -f -t 0 web other");
+    assert!(endpoints(&lab).is_empty());
+}
