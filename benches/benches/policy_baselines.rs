@@ -23,8 +23,6 @@ use std::time::Instant;
 
 use cnet_benches::record::Recorder;
 use cnet_benches::workload::Workload;
-use cnet_policy::compile::Mode;
-use cnet_policy::engine::Engine;
 use cnet_testsupport::NetNs;
 
 const IPT: &str = "iptables-legacy-restore";
@@ -70,23 +68,6 @@ fn clear_iptables(ns: &NetNs) {
     let _ = ns.exec(&["ipset", "destroy"]);
 }
 
-/// A cnet engine loaded with the workload (transparent mode, synthetic host interfaces).
-pub fn engine_for(w: &Workload) -> Engine {
-    let mut e = Engine::new(Mode::Transparent);
-    for ns in 0..w.namespaces {
-        e.upsert_namespace(&format!("ns{ns}"), Workload::namespace_labels(ns));
-    }
-    for (i, p) in w.pods.iter().enumerate() {
-        e.upsert_endpoint(Workload::endpoint(p), Some(format!("cv{i:08x}")));
-    }
-    for np in w.k8s_policies() {
-        if let Err(err) = e.apply_policy(&np) {
-            panic!("policy {}: {err}", np.metadata.name);
-        }
-    }
-    e
-}
-
 struct Scale {
     pods: usize,
     policies: usize,
@@ -98,7 +79,10 @@ fn ms_since(t: Instant) -> f64 {
 
 fn cnet(rec: &mut Recorder, case: &str, s: &Scale, w: &Workload, runs: usize) {
     let eng = "cnet nft";
-    let mut e = engine_for(w);
+    let mut e = match w.engine(&|i| format!("cv{i:08x}")) {
+        Ok(e) => e,
+        Err(err) => return println!("policy: {err}"),
+    };
     let mut compile = Vec::new();
     let mut rules = 0;
     let mut elements = 0;

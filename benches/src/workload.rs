@@ -205,22 +205,49 @@ impl Workload {
     }
 
     /// Make pods 0 and 1 a client and a server (`role` labels) and add a policy that allows
-    /// the client to reach the server on `ports` (the dataplane bench's traffic).
+    /// the client to reach the server on `ports` (the dataplane bench's traffic), placed in
+    /// the middle of the policy list.
     pub fn with_pair_allow(mut self, ports: &[u16]) -> Workload {
         if self.pods.len() < 2 {
             self.pods = (0..2).map(pod).collect();
         }
         self.pods[0].role = Some("client".into());
         self.pods[1].role = Some("server".into());
-        self.policies.push(Pol {
-            ns: 0,
-            name: "bench-pair".into(),
-            subjects: Sel::NsRole(0, "server".into()),
-            from: Source::Pods(Sel::NsRole(0, "client".into())),
-            ports: ports.to_vec(),
-            named: false,
-        });
+        // In the middle: a new connection walks about half of a linear rule list (per-pair).
+        let mid = self.policies.len() / 2;
+        self.policies.insert(
+            mid,
+            Pol {
+                ns: 0,
+                name: "bench-pair".into(),
+                subjects: Sel::NsRole(0, "server".into()),
+                from: Source::Pods(Sel::NsRole(0, "client".into())),
+                ports: ports.to_vec(),
+                named: false,
+            },
+        );
         self
+    }
+
+    /// A cnet [`Engine`](cnet_policy::engine::Engine) in transparent mode loaded with the
+    /// namespaces, pods (host interface of pod `i`: `ifname(i)`) and policies.
+    pub fn engine(
+        &self,
+        ifname: &dyn Fn(usize) -> String,
+    ) -> Result<cnet_policy::engine::Engine, String> {
+        use cnet_policy::compile::Mode;
+        let mut e = cnet_policy::engine::Engine::new(Mode::Transparent);
+        for ns in 0..self.namespaces {
+            e.upsert_namespace(&format!("ns{ns}"), Workload::namespace_labels(ns));
+        }
+        for (i, p) in self.pods.iter().enumerate() {
+            e.upsert_endpoint(Workload::endpoint(p), Some(ifname(i)));
+        }
+        for np in self.k8s_policies() {
+            e.apply_policy(&np)
+                .map_err(|err| format!("policy {}: {err}", np.metadata.name))?;
+        }
+        Ok(e)
     }
 
     /// A pod that is not in the workload yet (for one-pod updates): the next address, in
