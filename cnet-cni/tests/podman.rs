@@ -33,9 +33,14 @@ fn lifecycle(mode: &str) {
     let conf = conflist("pmnet", mode, "cni");
     let mut lab = PodmanLab::new(&conf);
     let node: IpAddr = lab.node.addr4.into();
-    lab.run("a", "", "sleep 3600");
+    lab.run("a", "--ip 10.62.0.50", "sleep 3600");
     lab.server("b", "-p 8080:80");
     let (a, b) = (lab.ip("a"), lab.ip("b"));
+    assert_eq!(
+        a.to_string(),
+        "10.62.0.50",
+        "podman --ip through runtimeConfig.ips"
+    );
     assert!(in_subnet(a) && in_subnet(b) && a != b, "{a} {b}");
 
     // Addresses come from cnet-ipam; the node state knows both containers by name.
@@ -79,7 +84,7 @@ fn lifecycle(mode: &str) {
     // Restart: a new netns, a new attachment, a working network again.
     lab.sh.run("podman restart -t 0 a");
     let a2 = lab.ip("a");
-    assert!(in_subnet(a2));
+    assert_eq!(a2, a, "the requested address again");
     assert!(lab.ping_from("a", node));
     assert_eq!(lab.tcp_from("a", b, 80), "hi-b");
     assert_eq!(endpoints(&lab).len(), 2, "one record per container");

@@ -116,8 +116,9 @@ fn podman_example_runs_under_podman() {
     let mut lab = podman_lab::PodmanLab::new(&conf);
     let node: IpAddr = lab.node.addr4.into();
     lab.server("web", "-p 8080:80");
-    lab.run("client", "", "sleep 3600");
+    lab.run("client", "--ip 10.89.0.50", "sleep 3600");
     let web = lab.ip("web");
+    assert_eq!(lab.ip("client").to_string(), "10.89.0.50");
     assert!(subnet.contains(web), "{web} in {subnet}");
     assert_eq!(lab.tcp_from("client", web, 80), "hi-web");
     assert!(lab.ping_from("client", node));

@@ -375,7 +375,8 @@ pub fn nc(ns: &NetNs, to: IpAddr, port: u16) -> String {
 }
 
 /// A `cnet` conflist for podman (cniVersion 1.0.0, what podman 4.3's libcni speaks) with
-/// `portmap` and `tuning` chained after `cnet`.
+/// `portmap` and `tuning` chained after `cnet`; `cnet` declares `portMappings` (passed on to
+/// `portmap`) and `ips` (`podman run --ip`).
 pub fn conflist(name: &str, mode: &str, labels: &str) -> Value {
     let mut cnet = json!({
         "type": "cnet",
@@ -383,7 +384,7 @@ pub fn conflist(name: &str, mode: &str, labels: &str) -> Value {
         "ipam": {"type": "cnet-ipam", "ranges": [[{"subnet": SUBNET}]],
                  "dataDir": "CNET_TMP/ipam"},
         "policy": {"stateDir": "CNET_TMP/state", "labels": labels},
-        "capabilities": {"portMappings": true}
+        "capabilities": {"portMappings": true, "ips": true}
     });
     if mode == "bridge" {
         cnet["bridge"] = json!("cnetpm0");
