@@ -248,3 +248,39 @@ fn podman_external_labels_isolate_until_labelled() {
     lab.sh.run("podman rm -f -t 0 web other");
     assert!(endpoints(&lab).is_empty());
 }
+
+/// `podman network disconnect/connect` on a running container (DEL, then ADD into the same
+/// netns) and `podman network reload` (teardown + setup again) keep state and kernel in step.
+#[test]
+fn podman_network_disconnect_connect_reload() {
+    require_priv!();
+    let conf = conflist("pmre", "transparent", "cni");
+    let mut lab = PodmanLab::new(&conf);
+    lab.run("a", "", "sleep 3600");
+    lab.server("b", "-p 8080:80");
+    let (a, b) = (lab.ip("a"), lab.ip("b"));
+    lab.sh.run("podman network disconnect pmre a");
+    let eps = endpoints(&lab);
+    assert_eq!(eps.len(), 1, "{eps:?}");
+    assert_eq!(lab.leases(&conf["plugins"][0]["ipam"]), vec![b.to_string()]);
+    let routes = lab.node.ns.run(&["ip", "route", "show"]);
+    assert!(!routes.contains(&format!("{a} ")), "{routes}");
+    assert_eq!(
+        lab.tcp_from("a", b, 80),
+        "",
+        "no network while disconnected"
+    );
+    lab.sh.run("podman network connect pmre a");
+    assert_eq!(endpoints(&lab).len(), 2);
+    assert_eq!(lab.tcp_from("a", b, 80), "hi-b");
+    lab.sh.run("podman network reload --all");
+    assert_eq!(endpoints(&lab).len(), 2);
+    assert_eq!(lab.leases(&conf["plugins"][0]["ipam"]).len(), 2);
+    let b = lab.ip("b");
+    assert_eq!(lab.tcp_from("a", b, 80), "hi-b");
+    let node: IpAddr = lab.node.addr4.into();
+    assert_eq!(nc(&lab.underlay.ns, node, 8080), "hi-b");
+    lab.sh.run("podman rm -f -t 0 a b");
+    assert_eq!(lab.node.snapshot(), lab.baseline);
+    assert!(lab.leases(&conf["plugins"][0]["ipam"]).is_empty());
+}
