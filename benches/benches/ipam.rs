@@ -56,13 +56,14 @@ fn fmt_rates(r: &[f64]) -> String {
 
 fn main() {
     let full = measuring();
-    let subnet = if full { "10.0.0.0/16" } else { "10.0.0.0/24" };
+    let profile = cnet_benches::profile();
+    let subnet = profile.pick("10.0.0.0/24", "10.0.0.0/20", "10.0.0.0/16");
     let s = sets(subnet);
     let capacity = MemoryAllocator::new(s.clone()).pool().status().range_sets[0].free as usize;
     println!("ipam bench: {subnet}, {capacity} allocatable addresses");
 
     // In-memory: fill from empty to full, several runs.
-    let runs = if full { 7 } else { 1 };
+    let runs = profile.pick(1, 3, 7);
     let mut rates = Vec::new();
     let mut last_deciles = Vec::new();
     for _ in 0..runs {
@@ -72,6 +73,16 @@ fn main() {
         rates.push(n as f64 / secs);
         last_deciles = dec;
     }
+    let mut rec = cnet_benches::record::Recorder::new("ipam");
+    let case = format!("fill {subnet}");
+    rec.samples(
+        &case,
+        "memory allocator",
+        "allocations_per_s",
+        "alloc/s",
+        &rates,
+    )
+    .higher();
     let mem = median(&mut rates).unwrap_or(0.0);
     println!("memory: fill empty->full: median {mem:.0} allocations/s over {runs} runs");
     println!(
@@ -110,12 +121,13 @@ fn main() {
         Ok(d) => d,
         Err(e) => panic!("open: {e}"),
     };
-    let levels: Vec<usize> = if full {
-        vec![0, 16_384, 32_768, 65_000]
-    } else {
-        vec![0, 200]
-    };
-    let per_level = if full { 200 } else { 20 };
+    let levels: Vec<usize> = profile.pick(
+        vec![0, 200],
+        vec![0, 2_000],
+        vec![0, 16_384, 32_768, 65_000],
+    );
+    let per_level = profile.pick(20, 50, 200);
+    let _ = full;
     let mut d = open();
     let mut fill_secs = 0.0;
     let mut plugin_style = Vec::new();
@@ -152,10 +164,27 @@ fn main() {
         other => panic!("expected exhaustion after {n}: {other:?}"),
     }
     let disk = n as f64 / fill_secs;
+    rec.value(
+        &case,
+        "disk allocator (fdatasync each)",
+        "allocations_per_s",
+        "alloc/s",
+        disk,
+    )
+    .higher();
     println!(
         "disk (fdatasync per allocation, one handle): fill empty->full: {disk:.0} allocations/s ({n} in {fill_secs:.1} s)"
     );
     println!("ratio memory/disk: {:.0}x", mem / disk);
+    for (level, m) in &plugin_style {
+        rec.value(
+            &format!("plugin-style call, {level} leases held"),
+            "disk allocator",
+            "open_allocate",
+            "us",
+            *m,
+        );
+    }
     for (level, m) in plugin_style {
         println!(
             "disk, fresh handle per call (plugin-style), {level} leases held: median {m:.0} us per open+allocate ({per_level} calls)"

@@ -13,44 +13,6 @@ use std::time::Instant;
 
 const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 
-/// Build (a no-op when fresh) and locate our binary in this bench's target and profile
-/// directory, so the bench never measures a stale binary.
-fn our_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // <target>/<profile>/deps/ipam_plugin-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("unexpected bench location")?;
-    let candidate = profile_dir.join("cnet-ipam");
-    let target_dir = profile_dir.parent().ok_or("unexpected bench location")?;
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "cnet-cni",
-            "--bin",
-            "cnet-ipam",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir);
-    if release {
-        build.arg("--release");
-    }
-    let status = build.status().map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() || !candidate.exists() {
-        return Err(format!("could not build {}", candidate.display()));
-    }
-    Ok(candidate)
-}
-
 struct Plugin {
     label: &'static str,
     bin: PathBuf,
@@ -110,8 +72,8 @@ impl Plugin {
 
 fn main() {
     let measuring = cnet_benches::measuring();
-    let pairs = if measuring { 400 } else { 5 };
-    let ours = match our_binary() {
+    let pairs = cnet_benches::profile().pick(5, 100, 400);
+    let ours = match cnet_benches::cni_binary("cnet-ipam") {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ipam_plugin: {e}");
@@ -166,7 +128,14 @@ fn main() {
     }
     let med = |v: &mut Vec<f64>| cnet_benches::median(v).unwrap_or(f64::NAN) * 1e3;
     let mut rows = Vec::new();
+    let mut rec = cnet_benches::record::Recorder::new("ipam_plugin");
     for (k, p) in plugins.iter().enumerate() {
+        let ms: Vec<f64> = add[k].iter().map(|s| s * 1e3).collect();
+        rec.samples("ADD+DEL, dual-stack", p.label, "add", "ms", &ms)
+            .reference_if(p.label == "host-local");
+        let ms: Vec<f64> = del[k].iter().map(|s| s * 1e3).collect();
+        rec.samples("ADD+DEL, dual-stack", p.label, "del", "ms", &ms)
+            .reference_if(p.label == "host-local");
         let (a, d) = (med(&mut add[k]), med(&mut del[k]));
         rows.push((p.label, a, d));
     }

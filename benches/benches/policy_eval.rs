@@ -256,6 +256,10 @@ fn run(namespaces: usize, policies_per_ns: usize, pods_per_ns: usize, flows: usi
         }
         per_flow_ns.push(t.elapsed().as_secs_f64() * 1e9 / sample.len().max(1) as f64);
     }
+    let case = format!("{} policies x {} endpoints", nps.len(), addrs.len());
+    let mut rec = cnet_benches::record::Recorder::new("policy_eval");
+    rec.samples(&case, "evaluator", "parse_normalise", "ms", &parse_ms);
+    rec.samples(&case, "evaluator decide()", "per_flow", "ns", &per_flow_ns);
     let med = median(&mut per_flow_ns).unwrap_or(f64::NAN);
     println!(
         "  decide() with reasons: median {:.0} ns/flow ({:.2} M flows/s), {:.1}% allowed",
@@ -274,6 +278,7 @@ fn run(namespaces: usize, policies_per_ns: usize, pods_per_ns: usize, flows: usi
         }
         fast_ns.push(t.elapsed().as_secs_f64() * 1e9 / sample.len().max(1) as f64);
     }
+    rec.samples(&case, "evaluator verdict()", "per_flow", "ns", &fast_ns);
     let fast = median(&mut fast_ns).unwrap_or(f64::NAN);
     println!(
         "  verdict() fast path: median {:.0} ns/flow ({:.2} M flows/s); decide/verdict = {:.1}x; same verdicts: {}",
@@ -285,7 +290,9 @@ fn run(namespaces: usize, policies_per_ns: usize, pods_per_ns: usize, flows: usi
 }
 
 fn main() {
-    if measuring() {
+    if cnet_benches::profile() == cnet_benches::Profile::Quick {
+        run(100, 10, 100, 5_000, 5);
+    } else if measuring() {
         // 100 namespaces x 10 policies = 1k policies; 100 x 100 pods = 10k endpoints.
         run(100, 10, 100, 20_000, 11);
     } else {

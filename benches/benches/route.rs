@@ -9,8 +9,9 @@
 //! covers the plugin process (exec, IPAM, netlink), while cnet-route's covers the library call
 //! (no process, no IPAM: addresses are given). Prints medians and ratios.
 //!
-//! `cargo bench -p cnet-benches --bench route` measures 200 pods per implementation; under
-//! `cargo test` it runs a smoke pass with 3.
+//! `cargo bench -p cnet-benches --bench route` measures 200 pods per implementation (50 with
+//! CNET_BENCH_PROFILE=quick); under `cargo test` it runs a smoke pass with 3. Results are also
+//! recorded (`cnet_benches::record`).
 
 use std::io::Write;
 use std::path::Path;
@@ -155,7 +156,7 @@ fn main() {
             return;
         }
     }
-    let pods = if cnet_benches::measuring() { 200 } else { 3 };
+    let pods = cnet_benches::profile().pick(3, 50, 200);
     let data = tempfile::tempdir().expect("tempdir");
     let mut lanes = Vec::new();
     for (net, name) in [
@@ -225,7 +226,19 @@ fn main() {
         "implementation", "attach", "(min-max)", "detach", "(min-max)"
     );
     let mut med = Vec::new();
+    let mut rec = cnet_benches::record::Recorder::new("route");
     for lane in lanes.iter_mut() {
+        // Bridge lanes compare with the reference bridge, routed ones with the reference ptp.
+        let (case, is_ref) = match lane.net {
+            81 => ("bridge mode", false),
+            83 => ("bridge mode", true),
+            82 => ("routed (transparent vs ptp)", false),
+            _ => ("routed (transparent vs ptp)", true),
+        };
+        rec.samples(case, lane.imp.label(), "attach", "ms", &lane.attach)
+            .reference_if(is_ref);
+        rec.samples(case, lane.imp.label(), "detach", "ms", &lane.detach)
+            .reference_if(is_ref);
         let a = cnet_benches::median(&mut lane.attach).unwrap_or(f64::NAN);
         let d = cnet_benches::median(&mut lane.detach).unwrap_or(f64::NAN);
         // median() sorted the samples.
