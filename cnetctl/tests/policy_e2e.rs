@@ -259,3 +259,107 @@ fn bad_files_and_arguments_have_documented_exit_codes() {
             .contains("\"name\"")
     );
 }
+
+/// `kill -9` of ADD at random instants while a default-deny policy selects the pod: whenever
+/// the pod's interface exists, the pod is not reachable (its rules exist before it does), and
+/// DEL leaves nothing.
+#[test]
+fn killed_adds_never_open_a_pod_against_policy() {
+    require_priv!();
+    let lab = Lab::new("transparent", "cni");
+    let client = lab.node.pod();
+    let t = std::time::Instant::now();
+    lab.add(&client, "dev", "client", &[("app", "client")]);
+    // Kill delays span 0 to 1.5 times a whole ADD, so kills land in every step.
+    let span_us = (t.elapsed().as_micros() as u64 * 3 / 2).max(1000);
+    let f = write(
+        lab.dir.path(),
+        "deny.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: prod}\nspec: {podSelector: {}}\n",
+    );
+    lab.ctl_ok(&["apply", "-f", &f]);
+    let bin = cnet().display().to_string();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut exposed_checks = 0;
+    for round in 0..12 {
+        let victim = lab.node.pod();
+        let echo = victim.tcp_echo();
+        let mut child = lab
+            .node
+            .ns
+            .command(&[&bin])
+            .env_clear()
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("victim{round}"))
+            .env("CNI_NETNS", victim.path())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env(
+                "CNI_ARGS",
+                format!("K8S_POD_NAMESPACE=prod;K8S_POD_NAME=v{round}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lab.conf.to_string().as_bytes())
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(std::time::Duration::from_micros(seed % span_us));
+        let _ = child.kill();
+        let _ = child.wait();
+        let addr = String::from_utf8_lossy(
+            &victim
+                .exec(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+                .stdout,
+        )
+        .into_owned();
+        if let Some(ip) = addr
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse::<IpAddr>().ok())
+        {
+            exposed_checks += 1;
+            assert!(
+                !client.tcp_ok(ip, echo.port()),
+                "round {round}: pod {ip} reachable against the deny policy"
+            );
+        }
+        let out = lab
+            .node
+            .ns
+            .command(&[&bin])
+            .env_clear()
+            .env("CNI_COMMAND", "DEL")
+            .env("CNI_CONTAINERID", format!("victim{round}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(lab.conf.to_string().as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    eprintln!("{exposed_checks} of 12 killed ADDs had configured the pod's address");
+    let eps = lab.ctl_ok(&["get", "endpoints"]);
+    assert_eq!(eps.lines().count(), 2, "only the client is left:\n{eps}");
+}

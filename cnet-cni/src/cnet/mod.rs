@@ -416,6 +416,10 @@ impl Plugin for CnetPlugin {
             }
         }
         Ipam::new(&conf.ipam).check(req)?;
+        if conf.policy.enabled {
+            policy::check_programmed(&conf.policy.state_dir, rec)
+                .map_err(|why| failed(format!("policy: {why}")))?;
+        }
         let lease = CniResult {
             ips: prev
                 .ips

@@ -16,7 +16,7 @@
 
 use crate::cnet::PolicySync;
 use crate::cnet::conf::CnetConf;
-use crate::cnet::state::{StateData, StoredPolicy};
+use crate::cnet::state::{EndpointRecord, StateData, StoredPolicy};
 use crate::error::{CniError, ErrorCode};
 use cnet_policy::admin::AdminPolicyObject;
 use cnet_policy::engine::{Engine, EngineState, StateEndpoint};
@@ -241,6 +241,33 @@ pub fn sync_state(dir: &Path, data: &StateData) -> Result<Engine, CniError> {
     }
     write_programmed(dir, &desired)?;
     Ok(engine)
+}
+
+/// CHECK's policy half: the last successful sync programmed this endpoint with its current
+/// addresses, host interface and labels (`Err` says what differs).
+pub fn check_programmed(dir: &Path, rec: &EndpointRecord) -> Result<(), String> {
+    let Some(saved) = read_programmed(dir) else {
+        return Err("no successful policy sync is recorded for this node".into());
+    };
+    let Some(ep) = saved
+        .endpoints
+        .iter()
+        .find(|e| e.namespace == rec.namespace && e.name == rec.name)
+    else {
+        return Err(format!("endpoint {} is not programmed", rec.pod()));
+    };
+    let addrs: Vec<std::net::IpAddr> = rec.addresses.iter().map(|a| a.ip()).collect();
+    if ep.addresses != addrs
+        || ep.host_ifname.as_deref() != Some(rec.host_ifname.as_str())
+        || ep.labels != rec.labels
+        || ep.pending == rec.labels_known
+    {
+        return Err(format!(
+            "endpoint {} is programmed with other addresses, interface or labels",
+            rec.pod()
+        ));
+    }
+    Ok(())
 }
 
 /// The plugin's policy programmer: [`sync_state`] in the node netns (the plugin's).
