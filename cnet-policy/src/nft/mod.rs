@@ -7,6 +7,29 @@
 //! ruleset, so other tables and iptables-nft coexist). All kernel calls happen on the calling
 //! thread, in that thread's network namespace.
 //!
+//! # Layout
+//! - [`ir`](self) types: [`Ruleset`] → [`Table`] (family `inet`/`ip`/`ip6`/`bridge`) →
+//!   [`Chain`] (base: `type filter hook … priority … policy …`, or regular) with ordered
+//!   [`Rule`]s of [`Expr`]s (matches on [`Field`]s with `==`, `!=`, ranges, `@set`/`!= @set`
+//!   lookups including concatenations, `ct state`, `counter`, `log prefix`, `vmap`, verdicts,
+//!   comments), and [`Set`]s (plain or verdict maps; keys `ipv4_addr`, `ipv6_addr`,
+//!   `inet_service`, `inet_proto`, `ifname` and their concatenations; flags `interval`,
+//!   `constant`). Dependencies are explicit: in `inet` tables an IPv4/IPv6 payload match needs
+//!   an earlier `meta nfproto` match, in `bridge` tables a `meta protocol` match
+//!   ([`validate`] enforces it), so the netlink program and the `nft` text mean the same.
+//! - [`render_ruleset`] / [`render_changes`]: `nft -f` text; tested against the real `nft`.
+//! - [`diff`] → [`ChangeList`] (see its module docs for the granularity: element-only when
+//!   only elements changed; a changed chain is flushed and re-filled; a changed set
+//!   declaration replaces the set and its users; a chain-kind change replaces the table).
+//! - [`Programmer`]: `sync(&desired)` (reconcile + diff or atomic full replacement),
+//!   `apply(&changes)` (one batch, no bookkeeping), `generation()`, `snapshot(table)`.
+//!
+//! Kernel facts the code relies on (measured, see KERNEL-NOTES.md): ports and addresses are
+//! big-endian on the wire; element adds have create semantics (EEXIST fails the whole batch),
+//! deletes of missing elements fail with ENOENT, so the diff only adds what is absent and
+//! deletes what is present; a rejected batch leaves nothing; the `bridge` family has no
+//! conntrack (`ct state` → EPROTO) unless nf_conntrack_bridge is loaded.
+//!
 //! ```
 //! use cnet_policy::nft::{
 //!     diff, render_ruleset, Chain, ChainPolicy, Element, Expr, Family, Field, Hook, KeyType,
