@@ -2,7 +2,8 @@
 //! concurrent ADDs (then DELs), the `cnet` plugin binary in bridge and transparent mode beside
 //! the reference `bridge`+`host-local` and `ptp`+`host-local` plugins, and the floor: the same
 //! netlink work done in-process by cnet-route with fixed addresses (no process, no IPAM, no
-//! policy), which no plugin can beat.
+//! policy), which no plugin can beat. netavark (bridge driver, static addresses as podman
+//! passes them, no IPAM of its own) runs as a further lane when installed.
 //!
 //! Each implementation gets its own virtual node (private netns on an underlay) and pod
 //! namespaces. Plugins are spawned from threads that entered the node netns, as a runtime does;
@@ -27,9 +28,20 @@ use cnet_testsupport::{NetNs, Underlay, VirtualNode};
 const CNI_DIR: &str = "/usr/lib/cni";
 const REFERENCE: &str = "ref bridge+host-local";
 
+const NETAVARK: &str = "/usr/lib/podman/netavark";
+
 enum Kind {
-    Plugin { bin: PathBuf, conf: String },
-    Floor { bridge: bool },
+    Plugin {
+        bin: PathBuf,
+        conf: String,
+    },
+    /// netavark's bridge driver with static addresses, as podman drives it (see cni_plugin).
+    Netavark {
+        config_dir: PathBuf,
+    },
+    Floor {
+        bridge: bool,
+    },
 }
 
 struct Lane {
@@ -42,6 +54,9 @@ struct Lane {
     cni_path: String,
     _dir: tempfile::TempDir,
     failed: Option<String>,
+    /// A pod kept attached through all rounds (netavark: its bridge must exist, since
+    /// concurrent first setups race on creating it).
+    resident: Option<NetNs>,
 }
 
 fn plugin_call(
@@ -78,6 +93,57 @@ fn plugin_call(
         return Err(format!(
             "{} {cmd} {id}: {}{}",
             lane.label,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(ms)
+}
+
+fn netavark_call(
+    lane: &Lane,
+    dir: &Path,
+    add: bool,
+    id: &str,
+    i: usize,
+    pod: &NetNs,
+) -> Result<f64, String> {
+    let prefix = format!("10.{}", lane.net);
+    let ip = format!("{prefix}.{}.{}", 1 + i / 250, 2 + i % 250);
+    let opts = serde_json::json!({
+        "container_id": format!("{id}0000000000"),
+        "container_name": id,
+        "networks": {"bench": {"interface_name": "eth0", "static_ips": [ip]}},
+        "network_info": {"bench": {
+            "dns_enabled": false, "driver": "bridge", "id": "b".repeat(64),
+            "internal": false, "ipv6_enabled": false, "name": "bench",
+            "network_interface": "navbr0",
+            "subnets": [{"subnet": format!("{prefix}.0.0/16"), "gateway": format!("{prefix}.0.1")}]}}
+    });
+    let start = Instant::now();
+    let mut child = Command::new(NETAVARK)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .arg("--config")
+        .arg(dir)
+        .arg(if add { "setup" } else { "teardown" })
+        .arg(pod.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("netavark: spawn: {e}"))?;
+    if let Some(mut s) = child.stdin.take() {
+        s.write_all(opts.to_string().as_bytes())
+            .map_err(|e| format!("netavark: stdin: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("netavark: wait: {e}"))?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    if !out.status.success() {
+        return Err(format!(
+            "netavark {id}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ));
@@ -124,7 +190,7 @@ fn round(lane: &Lane, c: usize, add: bool, tag: &str) -> Result<(Vec<f64>, f64),
                                 }
                             }
                         }
-                        Kind::Plugin { .. } => None,
+                        Kind::Plugin { .. } | Kind::Netavark { .. } => None,
                     };
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -138,6 +204,14 @@ fn round(lane: &Lane, c: usize, add: bool, tag: &str) -> Result<(Vec<f64>, f64),
                                 conf,
                                 if add { "ADD" } else { "DEL" },
                                 &format!("{tag}-{i}"),
+                                &lane.pods[i],
+                            ),
+                            (Kind::Netavark { config_dir }, _) => netavark_call(
+                                lane,
+                                config_dir,
+                                add,
+                                &format!("{tag}-{i}"),
+                                i,
                                 &lane.pods[i],
                             ),
                             (Kind::Floor { .. }, Some((node, mode))) => {
@@ -237,13 +311,14 @@ fn main() {
         .map_or_else(String::new, |d| format!("{}:", d.display()));
     let cni_path = format!("{our_dir}{CNI_DIR}");
     let mut lanes = Vec::new();
-    let plan: [(u8, &'static str); 6] = [
+    let plan: [(u8, &'static str); 7] = [
         (91, "cnet bridge"),
         (92, "cnet transparent"),
         (93, REFERENCE),
         (94, "ref ptp+host-local"),
         (95, "floor transparent (cnet-route in-process)"),
         (96, "floor bridge (cnet-route in-process)"),
+        (97, "netavark"),
     ];
     for (net, label) in plan {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
@@ -267,6 +342,13 @@ fn main() {
                 }
             }
             93 | 94 => continue,
+            97 if Path::new(NETAVARK).exists() => Kind::Netavark {
+                config_dir: dir.path().join("netavark"),
+            },
+            97 => {
+                println!("setup: netavark lane skipped: {NETAVARK} missing");
+                continue;
+            }
             _ => Kind::Floor { bridge: net == 96 },
         };
         let cidr = format!("10.{net}.0.0/16");
@@ -282,7 +364,21 @@ fn main() {
             cni_path: cni_path.clone(),
             _dir: dir,
             failed: None,
+            resident: None,
         });
+        if let Some(lane) = lanes.last_mut()
+            && let Kind::Netavark { config_dir } = &lane.kind
+        {
+            let pod = lane.vn.pod();
+            let r = lane
+                .vn
+                .ns
+                .in_netns(|| netavark_call(lane, config_dir, true, "resident", pods, &pod));
+            if let Err(e) = r {
+                println!("setup: netavark resident pod: {e}");
+            }
+            lane.resident = Some(pod);
+        }
     }
     println!(
         "setup: {pods} pods per implementation and round, concurrency {levels:?} (profile {})",
