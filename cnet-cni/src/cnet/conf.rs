@@ -14,6 +14,9 @@ pub const DEFAULT_STATE_ROOT: &str = "/var/lib/cni/cnet";
 pub const DEFAULT_BRIDGE: &str = "cnet0";
 /// Default bound on the wait for the node state lock (then CNI error 11).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The nftables table of a network whose config names none (`policy.table`). Networks that
+/// share a node netns and both enforce policy need distinct tables.
+pub const DEFAULT_TABLE: &str = "cnet";
 /// The IPAM type served in-process (no exec).
 pub const IN_PROCESS_IPAM: &str = "cnet-ipam";
 
@@ -62,6 +65,9 @@ pub struct PolicyConf {
     pub lock_timeout: Duration,
     /// Whether policy is programmed at all (`policy.enabled`, default true).
     pub enabled: bool,
+    /// The `inet` table holding this network's policy (`policy.table`, default `cnet`;
+    /// letters, digits and `_`, at most 32 characters).
+    pub table: String,
 }
 
 /// Which IPAM serves the network.
@@ -101,6 +107,8 @@ struct RawPolicy {
     lock_timeout_ms: Option<u64>,
     #[serde(default)]
     enabled: Option<bool>,
+    #[serde(default)]
+    table: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -157,7 +165,18 @@ impl CnetConf {
             labels: None,
             lock_timeout_ms: None,
             enabled: None,
+            table: None,
         });
+        let table = policy.table.unwrap_or_else(|| DEFAULT_TABLE.to_string());
+        let table_ok = !table.is_empty()
+            && table.len() <= 32
+            && table.starts_with(|c: char| c.is_ascii_alphabetic())
+            && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !table_ok {
+            return Err(CniError::invalid_config(format!(
+                "cnet config: policy.table {table:?}: letters, digits and _, starting with a letter, at most 32"
+            )));
+        }
         let labels = match policy.labels.as_deref() {
             None | Some("cni") => LabelSource::Cni,
             Some("external") => LabelSource::External,
@@ -184,6 +203,7 @@ impl CnetConf {
                     .lock_timeout_ms
                     .map_or(DEFAULT_LOCK_TIMEOUT, Duration::from_millis),
                 enabled: policy.enabled.unwrap_or(true),
+                table,
             },
         })
     }
@@ -285,6 +305,10 @@ mod tests {
                 ErrorCode::InvalidNetworkConfig,
             ),
             (json!({"policy": 5}), ErrorCode::DecodingFailure),
+            (
+                json!({"policy": {"table": "a-b"}}),
+                ErrorCode::InvalidNetworkConfig,
+            ),
             (json!({"ipam": {}}), ErrorCode::InvalidNetworkConfig),
             (json!({"ipam": {"type": 1}}), ErrorCode::DecodingFailure),
             (

@@ -9,7 +9,8 @@
 //!   "mtu": 1500,                        // optional; default: the node uplink's MTU
 //!   "ipam": {"type": "cnet-ipam", "ranges": [[{"subnet": "10.1.0.0/24"}]]},
 //!   "dns": {"nameservers": ["10.1.0.10"]},
-//!   "policy": {"stateDir": "/var/lib/cni/cnet", "labels": "cni", "lockTimeoutMs": 10000},
+//!   "policy": {"stateDir": "/var/lib/cni/cnet", "labels": "cni", "lockTimeoutMs": 10000,
+//!              "table": "cnet"},
 //!   "capabilities": {"ips": true, "portMappings": true}
 //! }
 //! ```
@@ -221,6 +222,7 @@ impl CnetPlugin {
         }
         // Intent first: from here on DEL and GC of this network know the attachment.
         guard.data.mode = conf.mode.name().to_string();
+        guard.data.table = conf.policy.table.clone();
         guard.data.upsert_endpoint(EndpointRecord {
             container_id: cid.to_string(),
             ifname: ifname.to_string(),

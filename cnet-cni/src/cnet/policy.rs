@@ -107,7 +107,11 @@ pub fn engine_state(data: &StateData) -> Result<EngineState, CniError> {
         } else {
             "transparent".into()
         },
-        table: "cnet".into(),
+        table: if data.table.is_empty() {
+            crate::cnet::conf::DEFAULT_TABLE.into()
+        } else {
+            data.table.clone()
+        },
         allow_from_resident_node: true,
         ..EngineState::default()
     };
@@ -135,7 +139,9 @@ pub fn engine_state(data: &StateData) -> Result<EngineState, CniError> {
 /// An engine holding exactly the inputs of `data`, with nothing assumed about the kernel.
 pub fn engine_for(data: &StateData) -> Result<Engine, CniError> {
     let st = engine_state(data)?;
-    let mut e = Engine::new(compile_mode(data));
+    let mut opts = cnet_policy::compile::CompileOptions::new(compile_mode(data));
+    opts.table = st.table.clone();
+    let mut e = Engine::with_options(opts);
     apply_inputs(&mut e, &EngineState::default(), &st)?;
     Ok(e)
 }
@@ -215,7 +221,7 @@ fn write_programmed(dir: &Path, st: &EngineState) -> Result<(), CniError> {
 /// with the node state lock held. Returns the engine (for rendering and explaining).
 pub fn sync_state(dir: &Path, data: &StateData) -> Result<Engine, CniError> {
     let desired = engine_state(data)?;
-    let saved = read_programmed(dir).filter(|s| s.mode == desired.mode);
+    let saved = read_programmed(dir).filter(|s| s.mode == desired.mode && s.table == desired.table);
     // No claim about the kernel while we change it.
     match std::fs::remove_file(dir.join(PROGRAMMED_FILE)) {
         Ok(()) => {}

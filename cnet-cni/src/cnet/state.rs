@@ -124,6 +124,10 @@ pub struct StateData {
     /// empty before the first ADD). `cnetctl` compiles policy for it.
     #[serde(default)]
     pub mode: String,
+    /// The nftables table (`inet`) that holds this network's policy, as last configured by
+    /// ADD (`policy.table`; empty: [`crate::cnet::conf::DEFAULT_TABLE`]).
+    #[serde(default)]
+    pub table: String,
     /// Endpoints, ordered by `(container_id, ifname)`.
     #[serde(default)]
     pub endpoints: Vec<EndpointRecord>,
