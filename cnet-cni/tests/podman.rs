@@ -46,7 +46,8 @@ fn lifecycle(mode: &str) {
     // Addresses come from cnet-ipam; the node state knows both containers by name.
     let mut leases = lab.leases(&conf["plugins"][0]["ipam"]);
     leases.sort();
-    let mut want = vec![a.to_string(), b.to_string()];
+    let (a6, b6) = (lab.ip6("a"), lab.ip6("b"));
+    let mut want = vec![a.to_string(), b.to_string(), a6.to_string(), b6.to_string()];
     want.sort();
     assert_eq!(leases, want);
     let eps = endpoints(&lab);
@@ -70,6 +71,9 @@ fn lifecycle(mode: &str) {
     assert!(lab.ping_from("b", a));
     assert!(lab.node.ns.ping(&a.to_string()));
     assert_eq!(lab.tcp_from_node(b, 80), "hi-b");
+    // IPv6 too.
+    assert_eq!(lab.tcp_from("a", b6, 80), "hi-b");
+    assert!(lab.ping_from("a", lab.node.addr6.into()));
 
     // portmap: node address : host port, from outside the node, reaches b.
     assert_eq!(nc(&lab.underlay.ns, node, 8080), "hi-b");
@@ -92,7 +96,7 @@ fn lifecycle(mode: &str) {
     let b2 = lab.ip("b");
     assert_eq!(lab.tcp_from("a", b2, 80), "hi-b");
     assert_eq!(nc(&lab.underlay.ns, node, 8080), "hi-b");
-    assert_eq!(lab.leases(&conf["plugins"][0]["ipam"]).len(), 2);
+    assert_eq!(lab.leases(&conf["plugins"][0]["ipam"]).len(), 4);
 
     // rm -f removes every trace: links, routes, leases, records, policy endpoints, netns
     // bind mounts, port mappings.
@@ -262,7 +266,10 @@ fn podman_network_disconnect_connect_reload() {
     lab.sh.run("podman network disconnect pmre a");
     let eps = endpoints(&lab);
     assert_eq!(eps.len(), 1, "{eps:?}");
-    assert_eq!(lab.leases(&conf["plugins"][0]["ipam"]), vec![b.to_string()]);
+    let b6 = lab.ip6("b");
+    let mut leases = lab.leases(&conf["plugins"][0]["ipam"]);
+    leases.sort();
+    assert_eq!(leases, vec![b.to_string(), b6.to_string()]);
     let routes = lab.node.ns.run(&["ip", "route", "show"]);
     assert!(!routes.contains(&format!("{a} ")), "{routes}");
     assert_eq!(
@@ -275,7 +282,7 @@ fn podman_network_disconnect_connect_reload() {
     assert_eq!(lab.tcp_from("a", b, 80), "hi-b");
     lab.sh.run("podman network reload --all");
     assert_eq!(endpoints(&lab).len(), 2);
-    assert_eq!(lab.leases(&conf["plugins"][0]["ipam"]).len(), 2);
+    assert_eq!(lab.leases(&conf["plugins"][0]["ipam"]).len(), 4);
     let b = lab.ip("b");
     assert_eq!(lab.tcp_from("a", b, 80), "hi-b");
     let node: IpAddr = lab.node.addr4.into();

