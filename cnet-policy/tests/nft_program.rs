@@ -619,3 +619,38 @@ fn element_added_by_someone_else_does_not_break_our_add() {
     ));
     assert_eq!(listing(&ns, "inet", "cnet"), before);
 }
+
+#[test]
+fn tables_no_longer_desired_are_deleted_even_after_a_failed_sync() {
+    require_priv!();
+    let ns = NetNs::new("nftw");
+    let (mut p, _) = prog(&ns, &sample());
+    // A ruleset the kernel refuses (a jump loop: ELOOP), which also drops our tables.
+    let looped = Table::new(Family::Inet, "cnetx")
+        .with_chain(
+            Chain::base("forward", Hook::Forward, 0, ChainPolicy::Accept)
+                .with_rule(Rule::new(vec![Expr::verdict(Verdict::Jump("a".into()))])),
+        )
+        .with_chain(
+            Chain::regular("a")
+                .with_rule(Rule::new(vec![Expr::verdict(Verdict::Jump("b".into()))])),
+        )
+        .with_chain(
+            Chain::regular("b")
+                .with_rule(Rule::new(vec![Expr::verdict(Verdict::Jump("a".into()))])),
+        );
+    let bad = Ruleset::new().with_table(looped);
+    match p.sync(&bad) {
+        Err(NftError::Rejected { .. }) => {}
+        other => panic!("expected a rejected batch, got {other:?}"),
+    }
+    // The refused batch changed nothing.
+    assert!(ns.ok(&["nft", "list", "table", "inet", "cnet"]));
+    assert!(!ns.ok(&["nft", "list", "table", "inet", "cnetx"]));
+    // The state is unknown now; the next sync replaces, and still deletes what we owned.
+    let r = p.sync(&Ruleset::new()).unwrap();
+    assert_eq!(r.kind, SyncKind::Full);
+    for (fam, t) in [("inet", "cnet"), ("bridge", "cnet"), ("inet", "cnetx")] {
+        assert!(!ns.ok(&["nft", "list", "table", fam, t]), "{fam} {t} left");
+    }
+}

@@ -85,6 +85,9 @@ pub struct Programmer {
     programmed: Option<Ruleset>,
     expected_gen: Option<u32>,
     snapshots: BTreeMap<TableId, TableSnapshot>,
+    /// Every table this programmer has created and not yet deleted; survives `forget`, so a
+    /// full replacement after a failure still removes tables no longer desired.
+    owned: std::collections::BTreeSet<TableId>,
 }
 
 impl std::fmt::Debug for Programmer {
@@ -133,6 +136,7 @@ impl Programmer {
             programmed: None,
             expected_gen: None,
             snapshots: BTreeMap::new(),
+            owned: std::collections::BTreeSet::new(),
         })
     }
 
@@ -160,7 +164,9 @@ impl Programmer {
                 let mut cl = ChangeList::delete_tables(
                     old.iter()
                         .flat_map(|o| o.tables.keys())
-                        .filter(|id| !desired.tables.contains_key(*id)),
+                        .chain(self.owned.iter())
+                        .filter(|id| !desired.tables.contains_key(*id))
+                        .collect::<std::collections::BTreeSet<_>>(),
                 );
                 cl.changes.extend(ChangeList::replace_all(desired).changes);
                 cl
@@ -181,6 +187,7 @@ impl Programmer {
             });
         }
         let gen_before = self.expected_gen;
+        self.owned.extend(desired.tables.keys().cloned());
         if let Err(e) = self.apply(&changes) {
             self.forget();
             return Err(e);
@@ -192,6 +199,7 @@ impl Programmer {
             _ => self.programmed = Some(desired.clone()),
         }
         debug_assert_eq!(self.programmed.as_ref(), Some(desired));
+        self.owned = desired.tables.keys().cloned().collect();
         self.after_commit(desired, &changes, gen_before)?;
         Ok(SyncReport {
             kind,
