@@ -105,6 +105,10 @@ pub enum CompileError {
         /// The name.
         ifname: String,
     },
+    /// The model holds a match the compiler cannot express yet (the whole compile fails, so
+    /// nothing is programmed that would be more open than the policy).
+    #[error("cannot compile {0}")]
+    Unsupported(String),
     /// The table name is not a valid nftables name.
     #[error("table name {0:?}: must be 1..=64 of [A-Za-z0-9_-], starting with a letter or _")]
     BadTable(String),
@@ -191,6 +195,9 @@ impl Fam {
 
 const FAMS: [Fam; 2] = [Fam::V4, Fam::V6];
 
+/// One way a rule's peer or port part can match: a family constraint and the expressions.
+type Alt = (Option<Fam>, Vec<Expr>);
+
 /// Name of the constant set of protocols that have ports.
 pub const PORTED_PROTOS_SET: &str = "ported_protos";
 
@@ -215,7 +222,7 @@ pub fn compile(
     }
     let mut c = Compiler::new(policies, inventory, attachments, opts)?;
     for d in [Direction::Egress, Direction::Ingress] {
-        c.direction(d);
+        c.direction(d)?;
     }
     let mut t = Table::new(Family::Inet, &opts.table);
     t.chains = c.chains;
@@ -366,7 +373,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn direction(&mut self, d: Direction) {
+    fn direction(&mut self, d: Direction) -> Result<(), CompileError> {
         let t = tag(d);
         let start = format!("{t}_start");
         // Dispatch map entries.
@@ -469,7 +476,7 @@ impl<'a> Compiler<'a> {
             let deny = tier.default == TierDefault::Deny;
             let tier_chain = format!("{t}_t{k}");
             if !namespaced {
-                let ch = self.tier_chain(&tier_chain, d, &pols, deny, &next);
+                let ch = self.tier_chain(&tier_chain, d, &pols, deny, &next)?;
                 self.add_chain(ch);
                 continue;
             }
@@ -484,7 +491,7 @@ impl<'a> Compiler<'a> {
             let mut ns_chain_of: BTreeMap<&str, String> = BTreeMap::new();
             for (ns, list) in &by_ns {
                 let name = format!("{t}_t{k}_{}_{}", sanitize(ns, 32), &short_hash(ns)[..6]);
-                let ch = self.tier_chain(&name, d, list, deny, &next);
+                let ch = self.tier_chain(&name, d, list, deny, &next)?;
                 self.add_chain(ch);
                 ns_chain_of.insert(ns, name);
             }
@@ -511,6 +518,7 @@ impl<'a> Compiler<'a> {
             entry_chain.rules.push(Rule::new(vec![Expr::verdict(next)]));
             self.add_chain(entry_chain);
         }
+        Ok(())
     }
 
     /// Whether any policy selects `ep` for `d`.
@@ -549,10 +557,10 @@ impl<'a> Compiler<'a> {
         pols: &[&Policy],
         deny: bool,
         next: &Verdict,
-    ) -> Chain {
+    ) -> Result<Chain, CompileError> {
         let mut ch = Chain::regular(name);
         for p in pols {
-            let pchain = self.policy_chain(p, d, next);
+            let pchain = self.policy_chain(p, d, next)?;
             let subj = self.subject_matches(&p.subject, d);
             if !pchain.rules.is_empty() {
                 for mut m in subj.clone() {
@@ -576,10 +584,15 @@ impl<'a> Compiler<'a> {
             }
         }
         ch.rules.push(Rule::new(vec![Expr::verdict(next.clone())]));
-        ch
+        Ok(ch)
     }
 
-    fn policy_chain(&mut self, p: &Policy, d: Direction, next: &Verdict) -> Chain {
+    fn policy_chain(
+        &mut self,
+        p: &Policy,
+        d: Direction,
+        next: &Verdict,
+    ) -> Result<Chain, CompileError> {
         let id = p.id.to_string();
         let label = format!(
             "{}_{}",
@@ -595,7 +608,10 @@ impl<'a> Compiler<'a> {
                 Action::Pass => Some(next.clone()),
                 Action::Log => None,
             };
-            let peers = self.peer_alts(&rule.peers, d);
+            let peers = self.peer_alts(&rule.peers, d).map_err(|e| match e {
+                CompileError::Unsupported(w) => CompileError::Unsupported(format!("{}: {w}", p.id)),
+                other => other,
+            })?;
             let ports = self.port_alts(&rule.ports);
             for (pf, pe) in &peers {
                 for (qf, qe) in &ports {
@@ -624,18 +640,23 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        ch
+        Ok(ch)
     }
 
     /// Peer alternatives: (family constraint, match expressions without the nfproto check).
-    fn peer_alts(&mut self, peers: &PeerSet, d: Direction) -> Vec<(Option<Fam>, Vec<Expr>)> {
+    fn peer_alts(&mut self, peers: &PeerSet, d: Direction) -> Result<Vec<Alt>, CompileError> {
         let field = |f: Fam| match d {
             Direction::Ingress => f.saddr(),
             Direction::Egress => f.daddr(),
         };
-        let list = match peers {
-            PeerSet::Any => return vec![(None, Vec::new())],
-            PeerSet::Only(list) => list,
+        let list = if let PeerSet::Only(list) = peers {
+            list
+        } else if *peers == PeerSet::Any {
+            return Ok(vec![(None, Vec::new())]);
+        } else {
+            return Err(CompileError::Unsupported(format!(
+                "{d} peer match {peers:?}"
+            )));
         };
         let mut out = Vec::new();
         for peer in list {
@@ -659,11 +680,11 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Port alternatives: (family constraint, match expressions).
-    fn port_alts(&mut self, ports: &PortSet) -> Vec<(Option<Fam>, Vec<Expr>)> {
+    fn port_alts(&mut self, ports: &PortSet) -> Vec<Alt> {
         let list = match ports {
             PortSet::Any => return vec![(None, Vec::new())],
             PortSet::Only(list) => list,
