@@ -73,6 +73,11 @@ struct Scale {
     policies: usize,
 }
 
+/// Repetitions of the one-pod and one-policy updates.
+fn updates(runs: usize) -> usize {
+    runs.max(3)
+}
+
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
@@ -111,7 +116,7 @@ fn cnet(rec: &mut Recorder, case: &str, s: &Scale, w: &Workload, runs: usize) {
         let id = ep.id();
         let (mut add, mut del, mut change) = (Vec::new(), Vec::new(), Vec::new());
         let mut np = w.k8s_policies().into_iter().next();
-        for k in 0..runs.max(5) {
+        for k in 0..updates(runs) {
             let t = Instant::now();
             e.upsert_endpoint(ep.clone(), Some("cvextra".into()));
             e.sync().map_err(|err| err.to_string())?;
@@ -174,7 +179,7 @@ fn ipset(rec: &mut Recorder, case: &str, s: &Scale, w: &mut Workload, runs: usiz
     let (adds, dels) = w.ipset_pod_update(&extra);
     w.pods.pop();
     let (mut add, mut del) = (Vec::new(), Vec::new());
-    for _ in 0..runs.max(5) {
+    for _ in 0..updates(runs) {
         match run_in(&ns, &["ipset", "restore", "-exist"], &adds)
             .and_then(|a| run_in(&ns, &["ipset", "restore", "-exist"], &dels).map(|d| (a, d)))
         {
@@ -267,7 +272,7 @@ fn main() {
             (10_000, 1000),
         ],
     );
-    let runs = profile.pick(1, 3, 7);
+    let runs = profile.pick(1, 2, 7);
     let cap = profile.pick(20_000, 200_000, 1_000_000);
     let have = |bin: &str| {
         Command::new(bin)
