@@ -199,6 +199,9 @@ fn main() {
             .unwrap_or_else(|e| panic!("attach: {e}"));
         ifnames.push(a.host_ifname);
     }
+    // The connect-rate probe opens thousands of connections: let the client reuse its
+    // TIME_WAIT ports instead of stalling on them.
+    client.sysctl("net.ipv4.tcp_tw_reuse=1");
     let server_ip = IpAddr::V4(w.pods[1].addr);
     let _echo = echo_server(&server).unwrap_or_else(|e| panic!("{e}"));
     let _iperf = have_iperf.then(|| server.spawn(&["iperf3", "-s", "-p", "5201"]));
