@@ -143,6 +143,17 @@ pub enum PolicyError {
         /// Every failure found, in field order.
         errors: FieldErrors,
     },
+    /// A `projectcalico.org/v3` object is invalid (field path and reason; selector errors
+    /// carry the column).
+    #[error("{object} is invalid: {field}: {message}")]
+    Calico {
+        /// `GlobalNetworkPolicy name`, `NetworkPolicy ns/name`, ...
+        object: String,
+        /// Field path, e.g. `spec.ingress[0].source.selector`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A conversion from another representation (e.g. k8s-openapi types) failed.
     #[error("conversion of {object}: {message}")]
     Conversion {

@@ -545,6 +545,7 @@ impl Evaluator {
         if sel.is_empty() {
             return (Verdict::Allow, RawReason::NotSelected);
         }
+        let other_ep_i = other_ep;
         let other_ep = other_ep.map(|i| (&self.eps[i], &self.ns_labels[self.ep_ns[i]]));
         let dst_ep = dst_ep.map(|i| &self.eps[i]);
         let mut k = 0;
@@ -557,7 +558,17 @@ impl Evaluator {
                 k += 1;
                 let rules = tier.policies[pi].rules(dir).unwrap_or(&[]);
                 for (index, rule) in rules.iter().enumerate() {
-                    if !self.rule_matches(rule, flow, other, other_ep, dst_ep) {
+                    let matched = match &rule.peers {
+                        PeerSet::Extended(x) => {
+                            let (src_i, dst_i) = match dir {
+                                Direction::Ingress => (other_ep_i, Some(ep)),
+                                Direction::Egress => (Some(ep), other_ep_i),
+                            };
+                            self.extended_matches(x, &rule.ports, flow, src_i, dst_i)
+                        }
+                        _ => self.rule_matches(rule, flow, other, other_ep, dst_ep),
+                    };
+                    if !matched {
                         continue;
                     }
                     match rule.action {
@@ -610,7 +621,81 @@ impl Evaluator {
         match &rule.peers {
             PeerSet::Any => true,
             PeerSet::Only(list) => list.iter().any(|p| self.peer_matches(p, other, other_ep)),
+            PeerSet::Extended(_) => false,
         }
+    }
+
+    /// A Calico-style match: protocol conditions, then each end (address, pod, port).
+    fn extended_matches(
+        &self,
+        x: &ExtendedMatch,
+        ports: &PortSet,
+        flow: &Flow,
+        src: Option<usize>,
+        dst: Option<usize>,
+    ) -> bool {
+        let proto = flow.protocol.number();
+        if x.protocol.is_some_and(|p| p != proto) || x.not_protocol == Some(proto) {
+            return false;
+        }
+        // Flows are TCP/UDP/SCTP: an ICMP type match never holds, a notICMP always does.
+        if x.icmp.is_some() {
+            return false;
+        }
+        let dst_ep = dst.map(|i| &self.eps[i]);
+        if let PortSet::Only(list) = ports {
+            if !list.iter().any(|m| port_matches(m, flow, dst_ep)) {
+                return false;
+            }
+        }
+        self.entity_matches(&x.source, flow.src, src, None, flow)
+            && self.entity_matches(&x.destination, flow.dst, dst, dst_ep, flow)
+    }
+
+    fn entity_matches(
+        &self,
+        m: &EntityMatch,
+        addr: IpAddr,
+        ep: Option<usize>,
+        dst_ep: Option<&Endpoint>,
+        flow: &Flow,
+    ) -> bool {
+        let in_sets = |sel: &EndpointSelector, sets: &[NetSetRef]| {
+            let pod = ep.is_some_and(|i| {
+                subject_matches(sel, &self.eps[i], &self.ns_labels[self.ep_ns[i]])
+            });
+            pod || sets.iter().any(|s| {
+                let ns_ok = match (&s.namespace, &sel.namespaces) {
+                    (None, _) => true,
+                    (Some(ns), NamespaceMatch::Selector(sl)) => {
+                        sl.matches(&self.inventory.namespace_labels(ns))
+                    }
+                    (Some(ns), NamespaceMatch::Named(n)) => ns == n,
+                    (Some(_), NamespaceMatch::Any) => true,
+                };
+                ns_ok && s.nets.iter().any(|n| n.contains(addr))
+            })
+        };
+        if let Some(sel) = &m.selector {
+            if !in_sets(sel, &m.selected_sets) {
+                return false;
+            }
+        }
+        if let Some(sel) = &m.not_selector {
+            if in_sets(sel, &m.not_sets) {
+                return false;
+            }
+        }
+        if !m.nets.is_empty() && !m.nets.iter().any(|n| n.contains(addr)) {
+            return false;
+        }
+        if m.not_nets.iter().any(|n| n.contains(addr)) {
+            return false;
+        }
+        if !m.ports.is_empty() && !m.ports.iter().any(|p| port_matches(p, flow, dst_ep)) {
+            return false;
+        }
+        !m.not_ports.iter().any(|p| port_matches(p, flow, dst_ep))
     }
 
     fn peer_matches(

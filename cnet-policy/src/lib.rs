@@ -28,12 +28,14 @@
 //! ```
 //!
 //! Modules: [`api`] (the Kubernetes objects as written), [`admin`] (AdminNetworkPolicy,
-//! BaselineAdminNetworkPolicy, ClusterNetworkPolicy), [`parse`] (YAML/JSON in and out),
+//! BaselineAdminNetworkPolicy, ClusterNetworkPolicy), [`calico`] (projectcalico.org/v3
+//! policies, tiers, network sets and the selector language), [`parse`] (YAML/JSON in and out),
 //! [`validate`] (API-server validation with field paths), [`model`] (the normalised tiers the
 //! evaluator and the nftables compiler consume), [`normalize`], [`endpoint`], [`evaluator`].
 
 pub mod admin;
 pub mod api;
+pub mod calico;
 pub mod compile;
 pub mod endpoint;
 pub mod engine;

@@ -42,6 +42,8 @@ pub enum TierKind {
     NetworkPolicy,
     /// `policy.networking.k8s.io` BaselineAdminNetworkPolicy (after NetworkPolicy).
     BaselineAdminNetworkPolicy,
+    /// A `projectcalico.org/v3` Tier (interleaved with the AdminNetworkPolicy tier by order).
+    Calico,
 }
 
 /// What a tier does for an endpoint it selects when none of its rules decides.
@@ -77,6 +79,10 @@ pub enum PolicyKind {
     BaselineAdminNetworkPolicy,
     /// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy (either tier).
     ClusterNetworkPolicy,
+    /// `projectcalico.org/v3` NetworkPolicy (namespaced).
+    CalicoNetworkPolicy,
+    /// `projectcalico.org/v3` GlobalNetworkPolicy.
+    GlobalNetworkPolicy,
 }
 
 impl fmt::Display for PolicyKind {
@@ -86,6 +92,8 @@ impl fmt::Display for PolicyKind {
             PolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
             PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
             PolicyKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            PolicyKind::CalicoNetworkPolicy => "projectcalico.org/NetworkPolicy",
+            PolicyKind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
         })
     }
 }
@@ -183,6 +191,72 @@ pub enum PeerSet {
     Any,
     /// Any of these (an empty list matches nothing).
     Only(Vec<Peer>),
+    /// A Calico-style rule match on both ends of the flow and the protocol (see
+    /// [`ExtendedMatch`]); the rule's `ports` still apply (AND).
+    Extended(Box<ExtendedMatch>),
+}
+
+/// A rule match on source and destination (each: endpoints, network sets, nets, ports and
+/// their negations) and protocol, as Calico rules express it. Every present condition must
+/// hold.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExtendedMatch {
+    /// IP protocol numbers of which the flow's must be one (`None`: any).
+    pub protocol: Option<u8>,
+    /// IP protocol number the flow's must not be.
+    pub not_protocol: Option<u8>,
+    /// ICMP type/code the flow must carry (only ICMP flows can match).
+    pub icmp: Option<IcmpMatch>,
+    /// ICMP type/code the flow must not carry (non-ICMP flows always satisfy it).
+    pub not_icmp: Option<IcmpMatch>,
+    /// Conditions on the source.
+    pub source: EntityMatch,
+    /// Conditions on the destination.
+    pub destination: EntityMatch,
+}
+
+/// ICMP type and optional code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IcmpMatch {
+    /// ICMP type.
+    pub icmp_type: u8,
+    /// ICMP code.
+    pub code: Option<u8>,
+}
+
+/// Conditions on one end of a flow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntityMatch {
+    /// When set, the address must belong to a pod this selects or be inside one of
+    /// `selected_sets`.
+    pub selector: Option<EndpointSelector>,
+    /// Network sets the selector matched (resolved when normalising).
+    pub selected_sets: Vec<NetSetRef>,
+    /// When set, the address must belong to no pod this selects and lie in none of `not_sets`.
+    pub not_selector: Option<EndpointSelector>,
+    /// Network sets the not-selector matched.
+    pub not_sets: Vec<NetSetRef>,
+    /// When non-empty, the address must be in one of these.
+    pub nets: Vec<IpNetwork>,
+    /// The address must be in none of these.
+    pub not_nets: Vec<IpNetwork>,
+    /// When non-empty, the port (destination port for the destination, source port for the
+    /// source) must match one.
+    pub ports: Vec<PortMatch>,
+    /// The port must match none of these.
+    pub not_ports: Vec<PortMatch>,
+}
+
+/// A network set's CIDRs, with the namespace of a namespaced set (checked against the
+/// selector's namespace match at evaluation time).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NetSetRef {
+    /// Namespace (`None` for a global network set).
+    pub namespace: Option<String>,
+    /// Set name.
+    pub name: String,
+    /// Its CIDRs.
+    pub nets: Vec<IpNetwork>,
 }
 
 /// One peer.
@@ -239,6 +313,8 @@ pub enum Selector {
     All,
     /// All requirements must hold (sorted, deduplicated, never empty).
     Labels(Vec<Requirement>),
+    /// A Calico selector expression (`global()` is false for pods, namespaces and nodes).
+    Calico(crate::calico::selector::Expr),
 }
 
 impl Selector {
@@ -247,6 +323,7 @@ impl Selector {
         match self {
             Selector::All => true,
             Selector::Labels(reqs) => reqs.iter().all(|r| r.matches(labels)),
+            Selector::Calico(e) => e.matches(labels),
         }
     }
 

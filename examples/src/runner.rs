@@ -6,6 +6,7 @@
 use crate::scenario::{PodInput, ProbeInput, Record, RecordInput};
 use cnet_policy::admin::{self, AdminPolicyObject};
 use cnet_policy::api::NetworkPolicy;
+use cnet_policy::calico::CalicoObjects;
 use cnet_policy::endpoint::{Endpoint, EndpointId, Inventory, NamedPort, Node};
 use cnet_policy::parse::{ApiObject, objects_from_value};
 use cnet_policy::validate::{network_of, validation_errors};
@@ -299,6 +300,7 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
     let mut policies = Vec::new();
     let mut rejected_policies = Vec::new();
     let mut admin_policies = Vec::new();
+    let mut calico = CalicoObjects::default();
     for (i, raw) in rec.policies.iter().enumerate() {
         let mut v = raw.clone();
         substitute(&mut v, &by_name)?;
@@ -326,6 +328,12 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
                     kind,
                     value,
                 } => {
+                    if CalicoObjects::accepts(&api_version, &kind) {
+                        if let Err(e) = calico.add_value(value) {
+                            rejected_policies.push(format!("policies[{i}]: {e}"));
+                        }
+                        continue;
+                    }
                     let admin_kind = [admin::ANP_KIND, admin::BANP_KIND, admin::CNP_KIND]
                         .contains(&kind.as_str());
                     let version = if kind == admin::CNP_KIND {
@@ -360,8 +368,10 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
     {
         return Err("more than one BaselineAdminNetworkPolicy".into());
     }
-    let policy_set =
-        PolicySet::from_objects(&policies, &admin_policies).map_err(|e| e.to_string())?;
+    // Calico tiers interleave with the ANP tier by order (cnet_policy::calico docs).
+    let policy_set = calico
+        .policy_set(&policies, &admin_policies)
+        .map_err(|e| e.to_string())?;
 
     // Inventory.
     let mut inventory = Inventory::default();

@@ -1,0 +1,39 @@
+//! The Calico-style model (`projectcalico.org/v3`): NetworkPolicy, GlobalNetworkPolicy,
+//! Tier, NetworkSet, GlobalNetworkSet, HostEndpoint and the staged policy kinds, with our own
+//! parser for Calico's [`selector`] language, validation, and normalisation into the shared
+//! [`crate::model`] tiers.
+//!
+//! # Where Calico tiers go in the pipeline
+//!
+//! Calico tiers are ordered by `spec.order` (lower first, unset last, ties by name). The
+//! AdminNetworkPolicy tier takes part in that ordering at order [`ANP_TIER_ORDER`] (1000, the
+//! order Calico gives its own `adminnetworkpolicy` tier), so a Calico tier with order < 1000
+//! is consulted before every ANP and one with a higher order after them. All Calico tiers,
+//! including `default` (order 1,000,000 unless a Tier object says otherwise), come before the
+//! Kubernetes NetworkPolicy tier, which is followed by the BaselineAdminNetworkPolicy tier.
+//! (In Calico proper, Kubernetes NetworkPolicies share the `default` tier; here they form
+//! their own tier right after it, as the cnet pipeline prescribes.)
+//!
+//! Inside a tier, policies run by `order` (lower first, unset last, ties by name). The
+//! first matching rule decides: `Allow`/`Deny` end evaluation, `Pass` skips to the next tier,
+//! `Log` records and continues. An endpoint that a tier's policies select (for the direction)
+//! and that no rule decided gets the tier's `defaultAction` (`Deny` unless the Tier says
+//! `Pass`). Staged policies never enforce: see [`CalicoObjects::staged_policy_set`].
+
+pub mod api;
+mod normalize;
+pub mod selector;
+
+pub use normalize::{ANP_TIER_ORDER, CalicoObjects, DEFAULT_TIER_ORDER};
+
+/// Calico kinds this module accepts.
+pub const KINDS: &[&str] = &[
+    "NetworkPolicy",
+    "GlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+    "Tier",
+    "NetworkSet",
+    "GlobalNetworkSet",
+    "HostEndpoint",
+];
