@@ -3,8 +3,10 @@
 //!
 //! - **Bounded wait**: [`NodeState::lock`] waits at most the configured timeout, then fails
 //!   with CNI error 11 ("try again later") instead of hanging a runtime.
-//! - **Atomic writes**: [`StateGuard::commit`] writes a temporary file, `fsync`s it, renames
-//!   it over `state.json` and `fsync`s the directory. A `kill -9` at any instant leaves the old
+//! - **Atomic writes**: [`StateGuard::commit`] writes a temporary file, `fsync`s it and renames
+//!   it over `state.json`. The directory is not `fsync`ed: a `kill -9` does not lose the page
+//!   cache, and after a power loss an old-but-whole document is consistent too (the pods'
+//!   links died with the node; GC reconciles). A `kill -9` at any instant leaves the old
 //!   or the new document, never a torn one; stray temporary files are removed under the lock.
 //! - **Intent first**: ADD records the endpoint as [`Phase::Pending`] before it allocates an
 //!   address or creates a link, so DEL and GC of a network always know every attachment that
@@ -322,7 +324,7 @@ impl StateGuard {
         &self.dir
     }
 
-    /// Write the document atomically (temp file, fsync, rename, fsync of the directory).
+    /// Write the document atomically (temp file, fsync, rename).
     pub fn commit(&mut self) -> Result<(), CniError> {
         self.data.generation += 1;
         let bytes = serde_json::to_vec_pretty(&self.data)
@@ -333,8 +335,7 @@ impl StateGuard {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            fs::rename(&tmp, &path)
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);

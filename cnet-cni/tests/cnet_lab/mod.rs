@@ -138,7 +138,10 @@ impl Lab {
             "type": "cnet",
             "mode": mode,
             "ipam": ipam,
-            "policy": {"stateDir": dir.path().join("state").display().to_string()},
+            // A generous lock wait: 100 concurrent ADDs on a loaded 2-core CI machine queue
+            // for the node state; code 11 would be a correct answer, but not the one tested.
+            "policy": {"stateDir": dir.path().join("state").display().to_string(),
+                       "lockTimeoutMs": 120_000},
         });
         if mode == "bridge" {
             conf["bridge"] = json!("cnetbr0");
