@@ -447,3 +447,39 @@ fn validation_names_field_and_column() {
     );
     assert!(e.contains("interfaceName or expectedIPs"), "{e}");
 }
+
+#[test]
+fn compiler_takes_plain_calico_rules_and_refuses_extended_ones() {
+    use cnet_policy::compile::{Attachments, CompileError, CompileOptions, Mode, compile};
+    let (c, _) = objects(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: log-web}\n\
+         spec:\n  selector: app == 'web'\n  ingress:\n  - action: Log\n    protocol: TCP\n\
+         \x20 - action: Deny\n    source: {notNets: [10.0.1.0/24]}\n  - action: Allow\n    source: {selector: app == 'tool', namespaceSelector: env == 'dev'}\n",
+    );
+    let set = c.policy_set(&[], &[]).expect("set");
+    let rs = compile(
+        &set,
+        &inventory(),
+        &Attachments::default(),
+        &CompileOptions::new(Mode::Bridge),
+    )
+    .expect("plain Calico rules compile");
+    let text = cnet_policy::nft::render_ruleset(&rs);
+    assert!(
+        text.contains("log prefix \"cnet log-web ing[0] \""),
+        "{text}"
+    );
+    // An extended match (notPorts) fails the whole compile: nothing more open is programmed.
+    let (c, _) = objects(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: x}\n\
+         spec:\n  selector: app == 'web'\n  ingress:\n  - action: Deny\n    protocol: TCP\n    destination: {notPorts: [80]}\n",
+    );
+    let set = c.policy_set(&[], &[]).expect("set");
+    let e = compile(
+        &set,
+        &inventory(),
+        &Attachments::default(),
+        &CompileOptions::new(Mode::Bridge),
+    );
+    assert!(matches!(e, Err(CompileError::Unsupported(_))), "{e:?}");
+}

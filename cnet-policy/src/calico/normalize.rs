@@ -381,7 +381,7 @@ fn simplify(action: Action, x: ExtendedMatch, dir: Direction) -> Rule {
         && local.not_nets.is_empty()
         && local.not_ports.is_empty();
     let peer_ok = peer.not_selector.is_none()
-        && peer.not_nets.is_empty()
+        && (peer.not_nets.is_empty() || peer.selector.is_none())
         && peer.not_ports.is_empty()
         && (peer.selector.is_none() || peer.nets.is_empty())
         && peer.selected_sets.iter().all(|s| {
@@ -405,18 +405,8 @@ fn simplify(action: Action, x: ExtendedMatch, dir: Direction) -> Rule {
                 }));
             }
             PeerSet::Only(v)
-        } else if !peer.nets.is_empty() {
-            PeerSet::Only(
-                peer.nets
-                    .iter()
-                    .map(|n| {
-                        Peer::Cidr(CidrBlock {
-                            cidr: *n,
-                            except: vec![],
-                        })
-                    })
-                    .collect(),
-            )
+        } else if !peer.nets.is_empty() || !peer.not_nets.is_empty() {
+            PeerSet::Only(cidr_blocks(&peer.nets, &peer.not_nets))
         } else {
             PeerSet::Any
         };
@@ -439,6 +429,30 @@ fn simplify(action: Action, x: ExtendedMatch, dir: Direction) -> Rule {
         peers: PeerSet::Extended(Box::new(x)),
         ports: PortSet::Any,
     }
+}
+
+/// `nets` (all addresses when empty) minus `not_nets`, as CIDR blocks with exceptions (CIDRs
+/// are nested or disjoint, so a block a not-net contains is dropped and the not-nets inside a
+/// block become its exceptions).
+fn cidr_blocks(nets: &[IpNetwork], not_nets: &[IpNetwork]) -> Vec<Peer> {
+    let all: Vec<IpNetwork> = ["0.0.0.0/0", "::/0"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let nets = if nets.is_empty() { &all[..] } else { nets };
+    let same = |a: &IpNetwork, b: &IpNetwork| a.is_ipv4() == b.is_ipv4();
+    let inside = |inner: &IpNetwork, outer: &IpNetwork| {
+        same(inner, outer) && outer.prefix() <= inner.prefix() && outer.contains(inner.network())
+    };
+    nets.iter()
+        .filter(|n| !not_nets.iter().any(|x| inside(n, x)))
+        .map(|n| {
+            Peer::Cidr(CidrBlock {
+                cidr: *n,
+                except: not_nets.iter().filter(|x| inside(x, n)).copied().collect(),
+            })
+        })
+        .collect()
 }
 
 fn sort_key(o: Option<f64>) -> f64 {
