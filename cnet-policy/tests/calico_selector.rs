@@ -150,3 +150,77 @@ fn parse_errors_point_at_the_column() {
     assert_eq!(col("a"), 2, "key without operator");
     assert_eq!(col("é == 'x'"), 1, "columns count characters");
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "b", "app", "x.io/k-1"]).prop_map(String::from)
+    }
+    fn val() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["", "1", "web", "it's", "say \"hi\""]).prop_map(String::from)
+    }
+    fn expr() -> impl Strategy<Value = Expr> {
+        let leaf = prop_oneof![
+            Just(Expr::All),
+            Just(Expr::Global),
+            key().prop_map(Expr::Has),
+            (key(), val()).prop_map(|(k, v)| Expr::Eq(k, v)),
+            (key(), val()).prop_map(|(k, v)| Expr::Ne(k, v)),
+            (key(), prop::collection::btree_set(val(), 0..3)).prop_map(|(k, v)| Expr::In(k, v)),
+            (key(), prop::collection::btree_set(val(), 0..3)).prop_map(|(k, v)| Expr::NotIn(k, v)),
+            (key(), val()).prop_map(|(k, v)| Expr::StartsWith(k, v)),
+            (key(), val()).prop_map(|(k, v)| Expr::EndsWith(k, v)),
+            (key(), val()).prop_map(|(k, v)| Expr::Contains(k, v)),
+        ];
+        leaf.prop_recursive(3, 16, 3, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|e| Expr::Not(Box::new(e))),
+                prop::collection::vec(inner.clone(), 2..4).prop_map(Expr::And),
+                prop::collection::vec(inner, 2..4).prop_map(Expr::Or),
+            ]
+        })
+    }
+    fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+        prop::collection::btree_map(key(), val(), 0..4)
+    }
+
+    /// A direct reading of Calico's documented semantics, independent of `Expr::eval`.
+    fn naive(e: &Expr, l: &BTreeMap<String, String>, global: bool) -> bool {
+        match e {
+            Expr::All => true,
+            Expr::Global => global,
+            Expr::Has(k) => l.contains_key(k),
+            Expr::Eq(k, v) => l.get(k).map(String::as_str) == Some(v.as_str()),
+            Expr::Ne(k, v) => !naive(&Expr::Eq(k.clone(), v.clone()), l, global),
+            Expr::In(k, vs) => vs
+                .iter()
+                .any(|v| naive(&Expr::Eq(k.clone(), v.clone()), l, global)),
+            Expr::NotIn(k, vs) => !naive(&Expr::In(k.clone(), vs.clone()), l, global),
+            Expr::StartsWith(k, v) => l.get(k).is_some_and(|x| x.starts_with(v.as_str())),
+            Expr::EndsWith(k, v) => l.get(k).is_some_and(|x| x.ends_with(v.as_str())),
+            Expr::Contains(k, v) => l.get(k).is_some_and(|x| x.contains(v.as_str())),
+            Expr::Not(e) => !naive(e, l, global),
+            Expr::And(v) => v.iter().all(|e| naive(e, l, global)),
+            Expr::Or(v) => v.iter().any(|e| naive(e, l, global)),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn display_parse_round_trip_and_semantics(e in expr(), l in labels(), global in any::<bool>()) {
+            let text = e.to_string();
+            let back = parse(&text).map_err(|err| TestCaseError::fail(format!("{text}: {err}")))?;
+            prop_assert_eq!(back.eval(&l, global), e.eval(&l, global), "{}", text);
+            prop_assert_eq!(e.eval(&l, global), naive(&e, &l, global));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in "[a-z!&|(){}'\" ,=.]{0,30}") {
+            if let Err(err) = parse(&s) {
+                prop_assert!(err.column >= 1 && err.column <= s.chars().count() + 1, "{s:?}: {err}");
+            }
+        }
+    }
+}
