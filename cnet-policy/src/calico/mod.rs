@@ -19,6 +19,35 @@
 //! `Log` records and continues. An endpoint that a tier's policies select (for the direction)
 //! and that no rule decided gets the tier's `defaultAction` (`Deny` unless the Tier says
 //! `Pass`). Staged policies never enforce: see [`CalicoObjects::staged_policy_set`].
+//!
+//! Not yet covered: HostEndpoint objects are validated and kept but no policy is applied to
+//! host interfaces (`applyOnForward`/`preDNAT`/`doNotTrack` are only validated); the
+//! implicit Calico labels (`projectcalico.org/namespace`, ...) are not added; rules with
+//! `serviceAccounts`, `services`, `http` or source ports are rejected; rules that need an
+//! [`crate::model::ExtendedMatch`] are evaluated but the nftables compiler refuses them.
+//!
+//! ```
+//! use cnet_policy::calico::{selector, CalicoObjects};
+//! use cnet_policy::parse::{parse_yaml_objects, ApiObject};
+//!
+//! let e = selector::parse("app == 'db' && env in {'prod', 'stage'}")?;
+//! let labels = [("app", "db"), ("env", "prod")].map(|(k, v)| (k.to_string(), v.to_string()));
+//! assert!(e.matches(&labels.into_iter().collect()));
+//! assert_eq!(selector::parse("app = 'db'").unwrap_err().column, 5);
+//!
+//! let mut calico = CalicoObjects::default();
+//! for o in parse_yaml_objects(
+//!     "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: db}\n\
+//!      spec:\n  selector: app == 'db'\n  ingress:\n  - action: Deny\n    protocol: UDP\n",
+//! )? {
+//!     if let ApiObject::Other { value, .. } = o {
+//!         calico.add_value(value)?;
+//!     }
+//! }
+//! let set = calico.policy_set(&[], &[])?; // + Kubernetes NetworkPolicies and ANP/BANP
+//! assert_eq!(set.tiers[0].name, "default");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod api;
 mod normalize;
