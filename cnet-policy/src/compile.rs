@@ -195,6 +195,8 @@ impl Fam {
 
 const FAMS: [Fam; 2] = [Fam::V4, Fam::V6];
 
+static EMPTY_LABELS: Labels = BTreeMap::new();
+
 /// One way a rule's peer or port part can match: a family constraint and the expressions.
 type Alt = (Option<Fam>, Vec<Expr>);
 
@@ -238,6 +240,8 @@ struct Compiler<'a> {
     ns_labels: BTreeMap<String, Labels>,
     /// Local pod-network endpoints (dispatched here).
     local: Vec<&'a Endpoint>,
+    /// All endpoints by namespace.
+    by_ns: BTreeMap<&'a str, Vec<&'a Endpoint>>,
     chains: BTreeMap<String, Chain>,
     sets: BTreeMap<String, Set>,
 }
@@ -276,6 +280,10 @@ impl<'a> Compiler<'a> {
                 .entry(ns.clone())
                 .or_insert_with(|| inv.namespace_labels(ns));
         }
+        let mut by_ns: BTreeMap<&'a str, Vec<&'a Endpoint>> = BTreeMap::new();
+        for ep in inv.endpoints.values() {
+            by_ns.entry(ep.namespace.as_str()).or_default().push(ep);
+        }
         let mut local = Vec::new();
         for ep in inv.endpoints.values() {
             let here = match (&opts.node, &ep.node) {
@@ -307,6 +315,7 @@ impl<'a> Compiler<'a> {
             opts,
             ns_labels,
             local,
+            by_ns,
             chains: BTreeMap::new(),
             sets: BTreeMap::new(),
         };
@@ -318,11 +327,36 @@ impl<'a> Compiler<'a> {
         Ok(c)
     }
 
-    fn labels_of_ns(&self, ns: &str) -> Labels {
-        self.ns_labels
-            .get(ns)
-            .cloned()
-            .unwrap_or_else(|| self.inv.namespace_labels(ns))
+    fn labels_of_ns(&self, ns: &str) -> &Labels {
+        self.ns_labels.get(ns).unwrap_or(&EMPTY_LABELS)
+    }
+
+    /// Endpoints a selector may select: one namespace's for a namespaced selector.
+    fn candidates(&self, sel: &EndpointSelector) -> Vec<&'a Endpoint> {
+        match &sel.namespaces {
+            NamespaceMatch::Named(ns) => self.by_ns.get(ns.as_str()).cloned().unwrap_or_default(),
+            _ => self.inv.endpoints.values().collect(),
+        }
+    }
+
+    /// Local endpoints some policy selects for `d`.
+    fn selected_ids(&self, d: Direction) -> BTreeSet<EndpointId> {
+        let mut subjects: BTreeSet<&EndpointSelector> = BTreeSet::new();
+        for p in self.policies.tiers.iter().flat_map(|t| &t.policies) {
+            if p.rules(d).is_some() {
+                subjects.insert(&p.subject);
+            }
+        }
+        let local: BTreeSet<EndpointId> = self.local.iter().map(|e| e.id()).collect();
+        let mut out = BTreeSet::new();
+        for sel in subjects {
+            for ep in self.candidates(sel) {
+                if selects(sel, ep, self.labels_of_ns(&ep.namespace)) && local.contains(&ep.id()) {
+                    out.insert(ep.id());
+                }
+            }
+        }
+        out
     }
 
     fn add_chain(&mut self, ch: Chain) {
@@ -378,7 +412,12 @@ impl<'a> Compiler<'a> {
         let start = format!("{t}_start");
         // Dispatch map entries.
         let keys = self.key_fields(d);
-        let selected: Vec<bool> = self.local.iter().map(|ep| self.selected(ep, d)).collect();
+        let sel_ids = self.selected_ids(d);
+        let selected: Vec<bool> = self
+            .local
+            .iter()
+            .map(|ep| sel_ids.contains(&ep.id()))
+            .collect();
         for (fam, field) in &keys {
             let name = Self::vmap_name(&format!("{t}_dispatch"), *fam);
             let mut m = Set::verdict_map(&name, &[Self::key_type(*fam)]);
@@ -519,16 +558,6 @@ impl<'a> Compiler<'a> {
             self.add_chain(entry_chain);
         }
         Ok(())
-    }
-
-    /// Whether any policy selects `ep` for `d`.
-    fn selected(&self, ep: &Endpoint, d: Direction) -> bool {
-        let nsl = self.labels_of_ns(&ep.namespace);
-        self.policies
-            .tiers
-            .iter()
-            .flat_map(|t| &t.policies)
-            .any(|p| p.rules(d).is_some() && selects(&p.subject, ep, &nsl))
     }
 
     /// Subject-membership matches for a policy (one per key family).
@@ -729,9 +758,8 @@ impl<'a> Compiler<'a> {
         let name = format!("sel{}_{}", f.digit(), short_hash(&format!("{sel:?}")));
         if !self.sets.contains_key(&name) {
             let mut s = Set::new(&name, &[f.addr_key()]);
-            for ep in self.inv.endpoints.values() {
-                let nsl = self.labels_of_ns(&ep.namespace);
-                if selects(sel, ep, &nsl) {
+            for ep in self.candidates(sel) {
+                if selects(sel, ep, self.labels_of_ns(&ep.namespace)) {
                     for a in ep.addresses.iter().filter(|a| Fam::of(**a) == f) {
                         s.elements.insert(Element::value(Value::addr(*a)), None);
                     }
@@ -748,8 +776,7 @@ impl<'a> Compiler<'a> {
         if !self.sets.contains_key(&name) {
             let mut s = Set::new(&name, &[KeyType::Ifname]);
             for ep in &self.local {
-                let nsl = self.labels_of_ns(&ep.namespace);
-                if selects(sel, ep, &nsl) {
+                if selects(sel, ep, self.labels_of_ns(&ep.namespace)) {
                     for k in self.keys_of(ep, None) {
                         s.elements.insert(k, None);
                     }

@@ -263,12 +263,10 @@ impl Engine {
     /// The desired nftables state.
     pub fn desired(&mut self) -> Result<Ruleset, EngineError> {
         self.policy_set()?;
-        let set = self
-            .cached
-            .as_ref()
-            .map_or_else(PolicySet::default, Clone::clone);
+        let empty = PolicySet::default();
+        let set = self.cached.as_ref().unwrap_or(&empty);
         Ok(compile(
-            &set,
+            set,
             &self.inventory,
             &self.attachments,
             &self.opts,
