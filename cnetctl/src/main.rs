@@ -73,7 +73,9 @@ enum Cmd {
         output: Format,
     },
     /// Set (`KEY=VALUE`) or remove (`KEY-`) labels of an endpoint; marks its labels as known
-    /// (an endpoint isolated while waiting for labels gets its policy).
+    /// (an endpoint isolated while waiting for labels gets its policy). The changes are also
+    /// kept for the pod `namespace/name` in the node state and reapplied when the pod is
+    /// attached again (a container restart is DEL then ADD).
     #[command(after_help = EXIT_CODES)]
     Label {
         /// The endpoint: `namespace/name`, a pod name in `default`, or a container id.
@@ -251,6 +253,12 @@ impl Ctl {
         }
         let mut g = self.lock()?;
         let idx = find_endpoint(&g.data.endpoints, who)?;
+        let (namespace, name) = (
+            g.data.endpoints[idx].namespace.clone(),
+            g.data.endpoints[idx].name.clone(),
+        );
+        // Kept per pod as well: a restarted container (DEL then ADD) gets them back on ADD.
+        g.data.record_pod_labels(&namespace, &name, &changes);
         let e = &mut g.data.endpoints[idx];
         for (k, v) in changes {
             match v {

@@ -106,6 +106,41 @@ impl Lab {
             .ip()
     }
 
+    /// DEL through the plugin binary.
+    fn del(&self, pod: &NetNs, ns: &str, name: &str) {
+        let bin = cnet().display().to_string();
+        let mut child = self
+            .node
+            .ns
+            .command(&[&bin])
+            .env_clear()
+            .env("CNI_COMMAND", "DEL")
+            .env("CNI_CONTAINERID", format!("{ns}-{name}"))
+            .env("CNI_NETNS", pod.path())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(self.conf.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "DEL: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     fn ctl(&self, args: &[&str]) -> Output {
         let bin = cnetctl().display().to_string();
         let sd = self.state_dir();
@@ -221,6 +256,39 @@ fn external_labels_isolate_until_supplied() {
     lab.ctl_ok(&["label", "prod/b", "app=b"]);
     assert!(a.tcp_ok(b_ip, eb.port()));
     assert!(b.tcp_ok(a_ip, ea.port()));
+}
+
+/// `cnetctl label` survives a container restart (the runtime's DEL then ADD under the same
+/// pod name): a pod selected by a policy only through such a label stays protected.
+#[test]
+fn operator_labels_survive_restart() {
+    require_priv!();
+    let lab = Lab::new("transparent", "cni");
+    let (web, db, tool) = (lab.node.pod(), lab.node.pod(), lab.node.pod());
+    lab.add(&web, "prod", "web", &[("app", "web")]);
+    let db_ip = lab.add(&db, "prod", "db", &[]);
+    lab.add(&tool, "dev", "tool", &[("app", "tool")]);
+    let echo = db.tcp_echo();
+    let f = write(lab.dir.path(), "db.yaml", &db_policy(echo.port()));
+    lab.ctl_ok(&["apply", "-f", &f]);
+    // Not selected yet: open.
+    assert!(tool.tcp_ok(db_ip, echo.port()));
+    lab.ctl_ok(&["label", "prod/db", "app=db", "tier=data"]);
+    lab.ctl_ok(&["label", "prod/db", "tier-"]);
+    assert!(!tool.tcp_ok(db_ip, echo.port()), "labeled pod reachable");
+    // Restart: DEL then ADD with the runtime's (empty) labels.
+    lab.del(&db, "prod", "db");
+    let eps = lab.ctl_ok(&["get", "endpoints"]);
+    assert!(!eps.contains("prod/db"), "{eps}");
+    let db_ip = lab.add(&db, "prod", "db", &[("tier", "x")]);
+    let eps = lab.ctl_ok(&["get", "endpoints"]);
+    let line = eps.lines().find(|l| l.contains("prod/db")).unwrap();
+    assert!(line.contains("app=db") && !line.contains("tier="), "{eps}");
+    assert!(web.tcp_ok(db_ip, echo.port()), "allowed flow after restart");
+    assert!(
+        !tool.tcp_ok(db_ip, echo.port()),
+        "restarted pod reachable against policy"
+    );
 }
 
 #[test]

@@ -24,6 +24,9 @@
 //!   program the endpoint's policy → attach (the pod's interface exists only after its policy
 //!   does) → record *ready*. Any failure undoes address, links, routes and policy, and the
 //!   record. A stale *pending* record of the same attachment (a killed ADD) is cleaned first.
+//!   Labels an operator set with `cnetctl label` for the pod `namespace/name` are kept in the
+//!   node state apart from the endpoint record and reapplied here, so a restarted container
+//!   (DEL then ADD) keeps them.
 //! - **DEL**: detach (idempotent, no netns needed), then release the lease and forget the
 //!   endpoint. When the links cannot be removed, the lease and record are kept (so the address
 //!   is never handed out while a route to the old pod exists) and the error is returned.
@@ -223,6 +226,13 @@ impl CnetPlugin {
         // Intent first: from here on DEL and GC of this network know the attachment.
         guard.data.mode = conf.mode.name().to_string();
         guard.data.table = conf.policy.table.clone();
+        // Operator labels (`cnetctl label`) outlive the record (DEL then ADD on restart).
+        let mut labels = id.labels;
+        let mut labels_known = id.labels_known;
+        if let Some(o) = guard.data.pod_label_override(&id.namespace, &id.name) {
+            o.apply(&mut labels);
+            labels_known = true;
+        }
         guard.data.upsert_endpoint(EndpointRecord {
             container_id: cid.to_string(),
             ifname: ifname.to_string(),
@@ -236,8 +246,8 @@ impl CnetPlugin {
             addresses: Vec::new(),
             namespace: id.namespace,
             name: id.name,
-            labels: id.labels,
-            labels_known: id.labels_known,
+            labels,
+            labels_known,
             mode: conf.mode.name().to_string(),
             phase: Phase::Pending,
         });

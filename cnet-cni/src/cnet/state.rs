@@ -136,6 +136,35 @@ pub struct StateData {
     /// Stored policies, ordered by `(kind, namespace, name)`.
     #[serde(default)]
     pub policies: Vec<StoredPolicy>,
+    /// Labels set by an operator (`cnetctl label`) per pod `namespace/name`, kept apart from
+    /// the endpoint records: DEL forgets the record, but a restarted container (a runtime's
+    /// DEL then ADD under the same name) gets them back on ADD, so a pod protected only by
+    /// such a label stays protected. Removed only by `cnetctl label KEY-`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, LabelOverride>,
+}
+
+/// Operator label changes of one pod (see [`StateData::pod_labels`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelOverride {
+    /// Labels set (`KEY=VALUE`).
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Labels removed (`KEY-`): removed again from what the runtime supplies.
+    #[serde(default)]
+    pub removed: std::collections::BTreeSet<String>,
+}
+
+impl LabelOverride {
+    /// Apply to a record's labels; an operator-labeled endpoint's labels are known.
+    pub fn apply(&self, labels: &mut BTreeMap<String, String>) {
+        for k in &self.removed {
+            labels.remove(k);
+        }
+        for (k, v) in &self.set {
+            labels.insert(k.clone(), v.clone());
+        }
+    }
 }
 
 impl StateData {
@@ -171,6 +200,37 @@ impl StateData {
             .iter()
             .position(|e| e.is(container_id, ifname))?;
         Some(self.endpoints.remove(i))
+    }
+
+    /// Record operator label changes (`Some(v)`: set, `None`: remove) of pod
+    /// `namespace/name`, for [`StateData::pod_labels`].
+    pub fn record_pod_labels(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        changes: &[(String, Option<String>)],
+    ) {
+        let o = self
+            .pod_labels
+            .entry(format!("{namespace}/{name}"))
+            .or_default();
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    o.removed.remove(k);
+                    o.set.insert(k.clone(), v.clone());
+                }
+                None => {
+                    o.set.remove(k);
+                    o.removed.insert(k.clone());
+                }
+            }
+        }
+    }
+
+    /// The operator label changes of pod `namespace/name`.
+    pub fn pod_label_override(&self, namespace: &str, name: &str) -> Option<&LabelOverride> {
+        self.pod_labels.get(&format!("{namespace}/{name}"))
     }
 
     /// Insert or replace a policy (same kind, namespace and name); returns whether it changed.
@@ -414,6 +474,34 @@ mod tests {
         let e = s.lock().unwrap_err();
         assert_eq!(e.code, ErrorCode::Other(CODE_STATE_CORRUPT));
         assert!(!d.path().join(format!("{TMP_PREFIX}77")).exists());
+    }
+
+    #[test]
+    fn pod_labels_set_remove_and_apply() {
+        let mut data = StateData::default();
+        data.record_pod_labels(
+            "ns",
+            "p",
+            &[("a".into(), Some("1".into())), ("b".into(), None)],
+        );
+        data.record_pod_labels(
+            "ns",
+            "p",
+            &[("a".into(), None), ("c".into(), Some("3".into()))],
+        );
+        assert!(data.pod_label_override("ns", "q").is_none());
+        let o = data.pod_label_override("ns", "p").unwrap();
+        let mut labels = BTreeMap::from([
+            ("a".to_string(), "0".to_string()),
+            ("b".to_string(), "0".to_string()),
+        ]);
+        o.apply(&mut labels);
+        assert_eq!(labels, BTreeMap::from([("c".to_string(), "3".to_string())]));
+        // Kept through an encode/decode round trip; absent when empty.
+        let back: StateData = serde_json::from_slice(&serde_json::to_vec(&data).unwrap()).unwrap();
+        assert_eq!(back, data);
+        let empty = serde_json::to_string(&StateData::default()).unwrap();
+        assert!(!empty.contains("podLabels") && !empty.contains("pod_labels"));
     }
 
     #[test]
