@@ -5,11 +5,11 @@
 //! ```
 //! use cnet_benches::record::Record;
 //! use cnet_benches::report::{text_table, Machine, markdown, RunInfo};
-//! let mut a = Record::from_samples("setup", "concurrency 1", "cnet", "add_latency", "ms", &[1.0]).unwrap();
+//! let a = Record::from_samples("setup", "concurrency 1", "cnet", "add_latency", "ms", &[1.0]).unwrap();
 //! let mut b = Record::from_samples("setup", "concurrency 1", "ref", "add_latency", "ms", &[4.0]).unwrap();
 //! b.reference = true;
 //! let recs = vec![a, b];
-//! assert!(text_table(&recs).contains("0.25x"));
+//! assert!(text_table(&recs).contains("0.250x"));
 //! let md = markdown(&recs, &Machine::default(), &RunInfo::default());
 //! assert!(md.contains("ratios are the result"));
 //! ```
