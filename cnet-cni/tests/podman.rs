@@ -194,9 +194,12 @@ fn policy(mode: &str) {
     let web = lab.ip("web");
     assert_eq!(lab.tcp_from("other", web, 80), "");
     assert_eq!(lab.tcp_from("client", web, 80), "hi-web");
-    // Labels set with cnetctl belong to the attachment: a restarted client comes back with
-    // the labels of its CNI call only, until labelled again.
+    // Labels set with cnetctl belong to the pod (namespace/name), not to one attachment: a
+    // restarted client (podman: DEL then ADD) comes back with them; removing them works as
+    // before.
     lab.sh.run("podman restart -t 0 client");
+    assert_eq!(lab.tcp_from("client", web, 80), "hi-web");
+    assert!(lab.cnetctl("label client role-").ok());
     assert_eq!(lab.tcp_from("client", web, 80), "");
     assert!(lab.cnetctl("label client role=client").ok());
     assert_eq!(lab.tcp_from("client", web, 80), "hi-web");

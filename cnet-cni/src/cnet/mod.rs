@@ -48,6 +48,7 @@ pub mod identity;
 pub mod ipam_backend;
 pub mod policy;
 pub mod state;
+pub mod trace;
 
 use crate::config::GcAttachment;
 use crate::error::{CniError, ErrorCode};
@@ -89,6 +90,7 @@ impl PolicySync for NoPolicy {
 /// The `cnet` plugin.
 pub struct CnetPlugin {
     policy: Box<dyn PolicySync>,
+    trace: trace::Trace,
 }
 
 impl std::fmt::Debug for CnetPlugin {
@@ -163,7 +165,10 @@ fn spec_of(req: &Request, conf: &CnetConf, ipam: &CniResult) -> EndpointSpec {
 impl CnetPlugin {
     /// The plugin with a policy programmer.
     pub fn new(policy: Box<dyn PolicySync>) -> CnetPlugin {
-        CnetPlugin { policy }
+        CnetPlugin {
+            policy,
+            trace: trace::Trace::off(),
+        }
     }
 
     fn conf(req: &Request) -> Result<CnetConf, CniError> {
@@ -200,7 +205,7 @@ impl CnetPlugin {
             .data
             .remove_endpoint(&req.env.container_id, &req.env.ifname);
         let synced = self.sync(conf, &guard.data);
-        guard.commit()?;
+        guard.commit_volatile()?;
         released.and(synced)
     }
 
@@ -251,7 +256,11 @@ impl CnetPlugin {
             mode: conf.mode.name().to_string(),
             phase: Phase::Pending,
         });
-        guard.commit()?;
+        // Volatile (no fsync): enough for `kill -9` (see `state`); after a power loss the
+        // attachment's links are gone and its lease is found by DEL/GC through the owner. The
+        // ADD's single durable commit point is the *ready* commit below.
+        guard.commit_volatile()?;
+        self.trace.phase("commit-pending");
         match self.attach(req, conf, guard) {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -270,6 +279,7 @@ impl CnetPlugin {
     ) -> Result<CniResult, CniError> {
         let (cid, ifname) = req.owner();
         let ipam = Ipam::new(&conf.ipam).add(req)?;
+        self.trace.phase("ipam");
         if ipam.ips.is_empty() {
             return Err(CniError::invalid_config(
                 "cnet: IPAM returned no address for the pod",
@@ -287,12 +297,15 @@ impl CnetPlugin {
         self.sync(conf, &guard.data).map_err(|e| {
             CniError::new(ErrorCode::Other(CODE_POLICY), e.msg).with_details(e.details)
         })?;
+        self.trace.phase("policy");
         let att = mode.attach(&node()?, &spec).map_err(|e| route_error(&e))?;
+        self.trace.phase("attach");
         if let Some(rec) = guard.data.endpoint_mut(cid, ifname) {
             rec.addresses = att.addresses.clone();
             rec.phase = Phase::Ready;
         }
         guard.commit()?;
+        self.trace.phase("commit-ready");
         let sandbox = req
             .env
             .netns
@@ -346,30 +359,42 @@ fn check_netns(req: &Request) -> Result<(), CniError> {
 
 impl Plugin for CnetPlugin {
     fn add(&mut self, req: &Request) -> Result<CniResult, CniError> {
+        self.trace = trace::Trace::new("ADD");
         req.env.args.check_known(&KNOWN_CNI_ARGS)?;
         let conf = Self::conf(req)?;
         let id = Identity::from_request(&req.env, &req.config, conf.policy.labels)?;
         check_netns(req)?;
+        self.trace.phase("parse");
         let mut guard = Self::lock(&conf)?;
+        self.trace.phase("lock");
         self.add_locked(req, &conf, id, &mut guard)
     }
 
     fn del(&mut self, req: &Request) -> Result<(), CniError> {
+        self.trace = trace::Trace::new("DEL");
         let conf = Self::conf(req)?;
+        self.trace.phase("parse");
         // Links first, outside the lock (the kernel's unregister is the slow part): the lease
         // is released only once no route can lead to the old pod.
         let spec = spec_of(req, &conf, &CniResult::default());
         intra(&conf)
             .detach(&node()?, &spec)
             .map_err(|e| route_errors(&e))?;
+        self.trace.phase("detach");
         let mut guard = Self::lock(&conf)?;
+        self.trace.phase("lock");
         let released = Ipam::new(&conf.ipam).del(req);
+        self.trace.phase("ipam");
         let removed = guard
             .data
             .remove_endpoint(&req.env.container_id, &req.env.ifname);
         if removed.is_some() {
             let synced = self.sync(&conf, &guard.data);
-            guard.commit()?;
+            self.trace.phase("policy");
+            // Volatile: a power loss that undoes it leaves a record of links that died with
+            // the node; DEL again or GC removes it.
+            guard.commit_volatile()?;
+            self.trace.phase("commit");
             synced?;
         }
         released
@@ -497,7 +522,7 @@ impl Plugin for CnetPlugin {
         }
         let ipam = Ipam::new(&conf.ipam).gc(req, &keep);
         let synced = self.sync(&conf, &guard.data);
-        guard.commit()?;
+        guard.commit_volatile()?;
         if let Some(e) = first_error {
             return Err(e);
         }

@@ -3,11 +3,20 @@
 //!
 //! - **Bounded wait**: [`NodeState::lock`] waits at most the configured timeout, then fails
 //!   with CNI error 11 ("try again later") instead of hanging a runtime.
-//! - **Atomic writes**: [`StateGuard::commit`] writes a temporary file, `fsync`s it and renames
-//!   it over `state.json`. The directory is not `fsync`ed: a `kill -9` does not lose the page
-//!   cache, and after a power loss an old-but-whole document is consistent too (the pods'
-//!   links died with the node; GC reconciles). A `kill -9` at any instant leaves the old
-//!   or the new document, never a torn one; stray temporary files are removed under the lock.
+//! - **Atomic writes**: every commit writes a temporary file and renames it over
+//!   `state.json`, so a `kill -9` at any instant leaves the old or the new document, never a
+//!   torn one (the page cache survives a killed process); stray temporary files are removed
+//!   under the lock. The directory is not `fsync`ed.
+//! - **Durable and volatile commits**: [`StateGuard::commit`] also `fsync`s the document and
+//!   hard-links it as `state.durable.json` (no second write); [`StateGuard::commit_volatile`]
+//!   does not `fsync`. The plugin's intermediate steps (ADD's *pending* intent, DEL, GC) are
+//!   volatile: what they record (links, routes, nftables, pod netns) is kernel state that a
+//!   power loss erases anyway, and the IPAM's leases are durable on their own and keyed by
+//!   the attachment. After a power loss a volatile `state.json` may come back empty or with
+//!   zero-filled blocks (its rename reached the disk, its data did not); such a document
+//!   (empty, or holding a NUL byte, which JSON text never does) is replaced by the last
+//!   durable one on read, so operator data (`cnetctl` policies and labels, always committed
+//!   durably) is never lost. Any other undecodable document is reported as unusable.
 //! - **Intent first**: ADD records the endpoint as [`Phase::Pending`] before it allocates an
 //!   address or creates a link, so DEL and GC of a network always know every attachment that
 //!   may hold resources, even one whose ADD was killed.
@@ -28,6 +37,8 @@ use std::time::{Duration, Instant};
 pub const STATE_FILE: &str = "state.json";
 /// The lock file's name.
 pub const LOCK_FILE: &str = "lock";
+/// The last durably committed document (a hard link to a `state.json` that was `fsync`ed).
+pub const DURABLE_FILE: &str = "state.durable.json";
 const TMP_PREFIX: &str = "state.json.tmp.";
 
 /// Plugin-specific error code: the node state document does not decode.
@@ -355,6 +366,21 @@ impl NodeState {
     pub fn read(&self) -> Result<StateData, CniError> {
         let path = self.dir.join(STATE_FILE);
         match fs::read(&path) {
+            // A volatile commit that a power loss cut short: the last durable document.
+            Ok(bytes) if bytes.is_empty() || bytes.contains(&0) => {
+                let durable = self.dir.join(DURABLE_FILE);
+                match fs::read(&durable) {
+                    Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                        CniError::new(
+                            ErrorCode::Other(CODE_STATE_CORRUPT),
+                            "node state is unusable",
+                        )
+                        .with_details(format!("{}: {e}", durable.display()))
+                    }),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StateData::default()),
+                    Err(e) => Err(io_error("read", &durable, &e)),
+                }
+            }
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 CniError::new(
                     ErrorCode::Other(CODE_STATE_CORRUPT),
@@ -384,8 +410,19 @@ impl StateGuard {
         &self.dir
     }
 
-    /// Write the document atomically (temp file, fsync, rename).
+    /// Write the document atomically and durably (temp file, fsync, rename; the same inode
+    /// becomes [`DURABLE_FILE`]). For operator data (policies, labels) and completed ADDs.
     pub fn commit(&mut self) -> Result<(), CniError> {
+        self.write(true)
+    }
+
+    /// Write the document atomically without `fsync` (see the module documentation: safe
+    /// under `kill -9`; after a power loss the last durable document is read instead).
+    pub fn commit_volatile(&mut self) -> Result<(), CniError> {
+        self.write(false)
+    }
+
+    fn write(&mut self, durable: bool) -> Result<(), CniError> {
         self.data.generation += 1;
         let bytes = serde_json::to_vec_pretty(&self.data)
             .map_err(|e| CniError::io(format!("node state: encode: {e}")))?;
@@ -394,7 +431,16 @@ impl StateGuard {
         let written = (|| -> io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+                // The fsynced inode under a second name, replaced atomically too.
+                let dtmp = self
+                    .dir
+                    .join(format!("{TMP_PREFIX}d.{}", std::process::id()));
+                let _ = fs::remove_file(&dtmp);
+                fs::hard_link(&tmp, &dtmp)?;
+                fs::rename(&dtmp, self.dir.join(DURABLE_FILE))?;
+            }
             fs::rename(&tmp, &path)
         })();
         if let Err(e) = written {
@@ -474,6 +520,34 @@ mod tests {
         let e = s.lock().unwrap_err();
         assert_eq!(e.code, ErrorCode::Other(CODE_STATE_CORRUPT));
         assert!(!d.path().join(format!("{TMP_PREFIX}77")).exists());
+    }
+
+    #[test]
+    fn volatile_commit_lost_to_power_loss_reads_the_durable_document() {
+        let d = tempfile::tempdir().unwrap();
+        let s = NodeState::new(d.path(), Duration::from_secs(1));
+        let mut g = s.lock().unwrap();
+        g.data.upsert_endpoint(rec("durable"));
+        g.commit().unwrap();
+        g.data.upsert_endpoint(rec("volatile"));
+        g.commit_volatile().unwrap();
+        drop(g);
+        assert_eq!(s.read().unwrap().endpoints.len(), 2);
+        assert_eq!(s.read().unwrap().generation, 2);
+        // What a power loss can leave of an unsynced rename: empty, or zero-filled blocks.
+        for torn in [&b""[..], &[0u8; 64][..], &b"{\"generation\": 2, \0\0\0"[..]] {
+            std::fs::write(d.path().join(STATE_FILE), torn).unwrap();
+            let data = s.read().unwrap();
+            assert_eq!(data.generation, 1);
+            assert_eq!(data.endpoints.len(), 1);
+            assert_eq!(data.endpoints[0].container_id, "durable");
+            assert_eq!(s.lock().unwrap().data, data);
+        }
+        // Nothing durable yet: an empty state.
+        let e = tempfile::tempdir().unwrap();
+        std::fs::write(e.path().join(STATE_FILE), b"").unwrap();
+        let s = NodeState::new(e.path(), Duration::from_secs(1));
+        assert_eq!(s.read().unwrap(), StateData::default());
     }
 
     #[test]
