@@ -1,7 +1,8 @@
 //! Conformance scenario runner.
 //!
 //! `cargo run --release -p cnet-examples --example conformance -- FILE.json
-//!  [--oracle evaluator|kernel] [--mode bridge|transparent] [--include-api-invalid] [--explain]`
+//!  [--oracle evaluator|kernel] [--mode bridge|transparent] [--attach route|plugin]
+//!  [--include-api-invalid] [--explain]`
 //!
 //! Prints one line per record, one line per failing probe
 //! (`from -> to:port/proto expected X got Y`) and finally
@@ -23,6 +24,14 @@ enum OracleKind {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum Attach {
+    /// Pods attached with cnet-route, policies programmed by the cnet-policy engine.
+    Route,
+    /// Pods attached through the `cnet` CNI plugin binary, policies applied with `cnetctl`.
+    Plugin,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
     Bridge,
     Transparent,
@@ -41,6 +50,9 @@ struct Args {
     /// Routing mode of the virtual node (kernel oracle).
     #[arg(long, value_enum, default_value = "transparent")]
     mode: Mode,
+    /// How the virtual node's pods are attached (kernel oracle).
+    #[arg(long, value_enum, default_value = "route")]
+    attach: Attach,
     /// Run records flagged apiInvalid instead of skipping them.
     #[arg(long)]
     include_api_invalid: bool,
@@ -71,7 +83,12 @@ fn main() -> ExitCode {
                 Mode::Bridge => LabMode::Bridge,
                 Mode::Transparent => LabMode::Transparent,
             };
-            run_records_parallel(&records, mode, &opts)
+            match args.attach {
+                Attach::Route => run_records_parallel(&records, mode, &opts),
+                Attach::Plugin => {
+                    cnet_examples::lab_plugin::run_records_parallel(&records, mode, &opts)
+                }
+            }
         }
     };
     print!("{}", report.render(args.explain));

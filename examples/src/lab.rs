@@ -104,7 +104,7 @@ pub fn unsupported(rec: &PreparedRecord) -> Option<String> {
     })
 }
 
-fn ns_of<'a>(node: &'a NetNs, pods: &'a [Option<NetNs>], pod: usize) -> &'a NetNs {
+pub(crate) fn ns_of<'a>(node: &'a NetNs, pods: &'a [Option<NetNs>], pod: usize) -> &'a NetNs {
     pods.get(pod).and_then(Option::as_ref).unwrap_or(node)
 }
 
@@ -113,7 +113,7 @@ fn in_ns<R: Send>(ns: &NetNs, f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// The address with the prefix the pod gets in bridge mode, and its gateway.
-fn bridge_subnet(a: IpAddr) -> (IpNetwork, IpAddr) {
+pub(crate) fn bridge_subnet(a: IpAddr) -> (IpNetwork, IpAddr) {
     match a {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -144,27 +144,33 @@ fn bridge_subnet(a: IpAddr) -> (IpNetwork, IpAddr) {
     }
 }
 
+/// The node namespace of `rec` with its node addresses on `lo` (host-network pods use
+/// them), and the node's name.
+pub(crate) fn node_for(rec: &PreparedRecord) -> Result<(NetNs, Option<String>), String> {
+    let node = NetNs::new("labn");
+    let node_name = rec.pods.first().map(|p| p.node.clone());
+    let mut node_addrs: BTreeSet<IpAddr> = BTreeSet::new();
+    for n in &rec.nodes {
+        if node_name.as_deref().is_none_or(|x| x == n.name) {
+            node_addrs.insert(n.address);
+        }
+    }
+    for p in rec.pods.iter().filter(|p| p.host_network) {
+        node_addrs.insert(p.address);
+    }
+    for a in &node_addrs {
+        let net = IpNetwork::from(*a).to_string();
+        if !node.ok(&["ip", "addr", "add", &net, "dev", "lo"]) {
+            return Err(format!("node address {net} could not be added"));
+        }
+    }
+    Ok((node, node_name))
+}
+
 impl Lab {
     /// Build the node, attach the pods, start servers, program the policies.
     pub fn build(rec: &PreparedRecord, mode: LabMode) -> Result<Lab, String> {
-        let node = NetNs::new("labn");
-        let node_name = rec.pods.first().map(|p| p.node.clone());
-        // Node addresses on lo (host-network pods use them).
-        let mut node_addrs: BTreeSet<IpAddr> = BTreeSet::new();
-        for n in &rec.nodes {
-            if node_name.as_deref().is_none_or(|x| x == n.name) {
-                node_addrs.insert(n.address);
-            }
-        }
-        for p in rec.pods.iter().filter(|p| p.host_network) {
-            node_addrs.insert(p.address);
-        }
-        for a in &node_addrs {
-            let net = IpNetwork::from(*a).to_string();
-            if !node.ok(&["ip", "addr", "add", &net, "dev", "lo"]) {
-                return Err(format!("node address {net} could not be added"));
-            }
-        }
+        let (node, node_name) = node_for(rec)?;
         let route_node = Node::open(node.path()).map_err(|e| e.to_string())?;
         let bridge = BridgeMode {
             bridge: LAB_BRIDGE.to_string(),
@@ -221,19 +227,29 @@ impl Lab {
             engine.upsert_endpoint(ep.clone(), ifname);
         }
         engine.set_policy_set(rec.policy_set.clone());
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut lab = Lab {
+        let mut lab = Lab::assemble(node, pods, engine);
+        let Lab { node, engine, .. } = &mut lab;
+        in_ns(node, || engine.sync()).map_err(|e| format!("program policies: {e}"))?;
+        lab.start(rec)?;
+        Ok(lab)
+    }
+
+    /// A lab over an already attached node and pods (no servers yet).
+    pub(crate) fn assemble(node: NetNs, pods: Vec<Option<NetNs>>, engine: Engine) -> Lab {
+        Lab {
             node,
             pods,
             engine,
-            stop,
+            stop: Arc::new(AtomicBool::new(false)),
             servers: Vec::new(),
-        };
-        let Lab { node, engine, .. } = &mut lab;
-        in_ns(node, || engine.sync()).map_err(|e| format!("program policies: {e}"))?;
-        lab.start_servers(rec)?;
-        lab.warm_up(rec);
-        Ok(lab)
+        }
+    }
+
+    /// Start the servers of `rec`'s pods and warm the links up.
+    pub(crate) fn start(&mut self, rec: &PreparedRecord) -> Result<(), String> {
+        self.start_servers(rec)?;
+        self.warm_up(rec);
+        Ok(())
     }
 
     /// The namespace a pod's sockets live in.
@@ -466,21 +482,35 @@ fn udp_probe(bind: Option<IpAddr>, dst: SocketAddr, timeout: Duration) -> Outcom
 
 impl Oracle for KernelOracle {
     fn run(&mut self, rec: &PreparedRecord) -> Result<Vec<ProbeResult>, String> {
-        if let Some(why) = unsupported(rec) {
-            return Ok(rec
-                .probes
-                .iter()
-                .map(|_| ProbeResult {
-                    outcome: Outcome::Skipped(why.clone()),
-                    explanation: None,
-                })
-                .collect());
+        if let Some(skipped) = skip_all(rec) {
+            return Ok(skipped);
         }
         let lab = Lab::build(rec, self.mode)?;
         let outcomes = lab.probe_all(rec, self.timeout, self.parallelism);
+        Ok(explained(rec, outcomes))
+    }
+}
+
+/// Whole-record skips: every probe skipped with the reason, or `None` when the record can
+/// be built.
+pub(crate) fn skip_all(rec: &PreparedRecord) -> Option<Vec<ProbeResult>> {
+    let why = unsupported(rec)?;
+    Some(
+        rec.probes
+            .iter()
+            .map(|_| ProbeResult {
+                outcome: Outcome::Skipped(why.clone()),
+                explanation: None,
+            })
+            .collect(),
+    )
+}
+
+/// Probe outcomes with the evaluator's reason attached to each.
+pub(crate) fn explained(rec: &PreparedRecord, outcomes: Vec<Outcome>) -> Vec<ProbeResult> {
+    {
         let eval = Evaluator::new(rec.policy_set.clone(), rec.inventory.clone());
-        Ok(rec
-            .probes
+        rec.probes
             .iter()
             .zip(outcomes)
             .map(|(p, outcome)| {
@@ -495,7 +525,7 @@ impl Oracle for KernelOracle {
                     explanation: Some(format!("evaluator: {d}")),
                 }
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -506,6 +536,16 @@ pub fn run_records_parallel(
     mode: LabMode,
     opts: &crate::runner::RunOptions,
 ) -> crate::runner::Report {
+    run_parallel_with(inputs, opts, || KernelOracle::new(mode))
+}
+
+/// Run records with one oracle per worker (from `make`), several records at once, keeping
+/// file order in the report.
+pub(crate) fn run_parallel_with<O: Oracle>(
+    inputs: &[crate::scenario::RecordInput],
+    opts: &crate::runner::RunOptions,
+    make: impl Fn() -> O + Sync,
+) -> crate::runner::Report {
     let workers = std::thread::available_parallelism()
         .map_or(2, std::num::NonZeroUsize::get)
         .clamp(2, 8);
@@ -515,7 +555,7 @@ pub fn run_records_parallel(
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
-                let mut oracle = KernelOracle::new(mode);
+                let mut oracle = make();
                 loop {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(input) = inputs.get(k) else { break };

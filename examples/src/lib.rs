@@ -20,5 +20,6 @@
 //! ```
 
 pub mod lab;
+pub mod lab_plugin;
 pub mod runner;
 pub mod scenario;
