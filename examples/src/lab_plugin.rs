@@ -320,10 +320,15 @@ impl PluginLab {
                 .any(|(k, v)| k != NAMESPACE_NAME_LABEL || v != ns)
         });
         let named = rec
-            .inventory
-            .endpoints
-            .values()
-            .any(|e| !e.host_network && !e.named_ports.is_empty());
+            .policies
+            .iter()
+            .filter_map(|p| serde_json::to_value(p).ok())
+            .chain(
+                rec.admin_policies
+                    .iter()
+                    .filter_map(|p| serde_json::to_value(p).ok()),
+            )
+            .any(|v| names_a_port(&v));
         if !ns_labels && !named {
             return Ok(false);
         }
@@ -366,6 +371,19 @@ impl PluginLab {
             .map_err(|e| format!("namespace labels and named ports: {e}"))?;
         drop(guard);
         Ok(true)
+    }
+}
+
+/// Whether a policy object refers to a port by name (`ports[].port` a string, or an admin
+/// policy's `namedPort`).
+fn names_a_port(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, x)| {
+            ((k == "port" || k == "namedPort" || k == "destinationNamedPort") && x.is_string())
+                || names_a_port(x)
+        }),
+        Value::Array(a) => a.iter().any(names_a_port),
+        _ => false,
     }
 }
 
@@ -422,4 +440,23 @@ pub fn run_records_parallel(
     opts: &crate::runner::RunOptions,
 ) -> crate::runner::Report {
     run_parallel_with(inputs, opts, || PluginOracle::new(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_a_port;
+    use serde_json::json;
+
+    #[test]
+    fn named_port_references_are_found() {
+        let np = json!({"spec": {"ingress": [{"ports": [{"port": "http", "protocol": "TCP"}]}]}});
+        assert!(names_a_port(&np));
+        let numeric = json!({"spec": {"ingress": [{"ports": [{"port": 80}]}], "egress": []}});
+        assert!(!names_a_port(&numeric));
+        let anp =
+            json!({"spec": {"egress": [{"ports": [{"namedPort": "dns", "portNumber": null}]}]}});
+        assert!(names_a_port(&anp));
+        let anp_none = json!({"spec": {"egress": [{"ports": [{"namedPort": null}]}]}});
+        assert!(!names_a_port(&anp_none));
+    }
 }
