@@ -51,46 +51,6 @@ impl Style {
     }
 }
 
-/// Where `cnet` and `cnetctl` are: beside this example's target directory (built first when
-/// missing, in the same profile).
-fn binaries() -> DemoResult<(PathBuf, PathBuf)> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory")?
-        .to_path_buf();
-    let cnet = profile_dir.join("cnet");
-    let ctl = profile_dir.join("cnetctl");
-    if !cnet.exists() || !ctl.exists() {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let target = profile_dir
-            .parent()
-            .ok_or("cannot locate the target directory")?;
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        println!("building cnet and cnetctl ...");
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "cnet-cni",
-            "-p",
-            "cnetctl",
-            "--bins",
-            "--target-dir",
-        ])
-        .arg(target);
-        if release {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
-        if !st.success() {
-            return Err("building cnet and cnetctl failed".into());
-        }
-    }
-    Ok((cnet, ctl))
-}
-
 /// Removes what the demo created once the demo process is gone, however it ends: a shell
 /// that ignores SIGINT, waits for our pid to disappear, then deletes the namespaces and the
 /// directory listed in a file.
@@ -334,7 +294,8 @@ impl Demo {
 }
 
 fn run(style: Style) -> DemoResult<()> {
-    let (cnet, ctl) = binaries()?;
+    let bins = cnet_examples::lab_plugin::Binaries::locate()?;
+    let (cnet, ctl) = (bins.cnet, bins.cnetctl);
     let dir = std::env::temp_dir().join(format!("cnet-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let watchdog = Watchdog::start(&dir)?;
