@@ -2,19 +2,9 @@
 
 use cnet_examples::runner::{EvaluatorOracle, RecordStatus, RunOptions, run_records};
 use cnet_examples::scenario::{RecordInput, parse_records, read_records};
-use std::path::PathBuf;
 
-fn shared_file(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance")
-        .join(name);
-    assert!(
-        p.is_file(),
-        "conformance scenarios not found at {}: the `shared` folder must sit beside the repository",
-        p.display()
-    );
-    p
-}
+mod common;
+use common::shared_file;
 
 #[test]
 fn k8s_netpol_e2e_passes_fully_with_the_evaluator() {

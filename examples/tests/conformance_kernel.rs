@@ -8,26 +8,14 @@ use cnet_examples::lab::{LabMode, run_records_parallel};
 use cnet_examples::runner::RunOptions;
 use cnet_examples::scenario::read_records;
 use cnet_testsupport::require_priv;
-use std::path::Path;
+
+mod common;
 
 fn run(mode: LabMode) {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/k8s-netpol-e2e.json");
-    let records = read_records(&path).unwrap();
+    let records = read_records(&common::shared_file("k8s-netpol-e2e.json")).unwrap();
     let report = run_records_parallel(&records, mode, &RunOptions::default());
-    let text = report.render(true);
-    let (passed, failed, skipped) = report.totals();
-    assert_eq!(failed, 0, "{mode:?}:\n{text}");
-    assert!(passed >= 400, "{mode:?}: only {passed} probes ran:\n{text}");
-    for r in &report.records {
-        for n in &r.notes {
-            assert!(
-                !n.starts_with("probe skipped") || n.contains("SCTP"),
-                "{mode:?}: unexpected skip in {}: {n}",
-                r.id
-            );
-        }
-    }
+    let (passed, skipped) =
+        common::assert_passed_skipping_only_sctp(&report, &format!("{mode:?}"), 400);
     println!("{mode:?}: {passed} passed, {skipped} skipped (SCTP)");
 }
 
