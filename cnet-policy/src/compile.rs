@@ -36,6 +36,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+#[path = "compile_ext.rs"]
+mod ext;
+
 use ipnetwork::IpNetwork;
 
 use crate::endpoint::{Endpoint, EndpointId, Inventory};
@@ -680,12 +683,10 @@ impl<'a> Compiler<'a> {
         };
         let list = if let PeerSet::Only(list) = peers {
             list
-        } else if *peers == PeerSet::Any {
-            return Ok(vec![(None, Vec::new())]);
+        } else if let PeerSet::Extended(x) = peers {
+            return self.extended_alts(x);
         } else {
-            return Err(CompileError::Unsupported(format!(
-                "{d} peer match {peers:?}"
-            )));
+            return Ok(vec![(None, Vec::new())]);
         };
         let mut out = Vec::new();
         for peer in list {

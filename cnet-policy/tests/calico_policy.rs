@@ -449,8 +449,8 @@ fn validation_names_field_and_column() {
 }
 
 #[test]
-fn compiler_takes_plain_calico_rules_and_refuses_extended_ones() {
-    use cnet_policy::compile::{Attachments, CompileError, CompileOptions, Mode, compile};
+fn compiler_takes_plain_and_extended_calico_rules() {
+    use cnet_policy::compile::{Attachments, CompileOptions, Mode, compile};
     let (c, _) = objects(
         "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: log-web}\n\
          spec:\n  selector: app == 'web'\n  ingress:\n  - action: Log\n    protocol: TCP\n\
@@ -469,17 +469,19 @@ fn compiler_takes_plain_calico_rules_and_refuses_extended_ones() {
         text.contains("log prefix \"cnet log-web ing[0] \""),
         "{text}"
     );
-    // An extended match (notPorts) fails the whole compile: nothing more open is programmed.
+    // An extended match (notPorts) compiles to a negated port comparison.
     let (c, _) = objects(
         "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: x}\n\
          spec:\n  selector: app == 'web'\n  ingress:\n  - action: Deny\n    protocol: TCP\n    destination: {notPorts: [80]}\n",
     );
     let set = c.policy_set(&[], &[]).expect("set");
-    let e = compile(
+    let rs = compile(
         &set,
         &inventory(),
         &Attachments::default(),
         &CompileOptions::new(Mode::Bridge),
-    );
-    assert!(matches!(e, Err(CompileError::Unsupported(_))), "{e:?}");
+    )
+    .expect("extended Calico rules compile");
+    let text = cnet_policy::nft::render_ruleset(&rs);
+    assert!(text.contains("th dport != 80 drop"), "{text}");
 }

@@ -17,25 +17,17 @@ fn calico_scenarios_pass_with_the_evaluator() {
     assert!(passed >= 20, "{text}");
 }
 
-/// The Calico records whose rules use only the plain peer/port form run against the kernel
-/// (virtual node, Engine-programmed nftables, real connections) with the same results; the
-/// others use extended matches the compiler refuses (fail closed, reported as errors), so
-/// they are left out here and listed in the report.
+/// Every Calico record (including the extended matches: notPorts, notSelector, notNets,
+/// selector with nets, destination conditions) runs against the kernel (virtual node, Engine-programmed nftables, real
+/// connections) with the same results as the evaluator, in both routing modes.
 #[test]
-fn calico_scenarios_with_plain_rules_pass_in_the_kernel() {
+fn calico_scenarios_pass_in_the_kernel() {
     cnet_testsupport::require_priv!();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/calico-policy.json");
-    let records: Vec<RecordInput> = read_records(&path)
-        .expect("scenario file parses")
-        .into_iter()
-        .filter(|r| match r {
-            RecordInput::Ok(rec) => {
-                ["calico-001", "calico-005", "calico-006"].contains(&rec.id.as_str())
-            }
-            _ => false,
-        })
-        .collect();
-    assert_eq!(records.len(), 3);
+    let records = read_records(&path).expect("scenario file parses");
+    let expected = run_records(&records, &mut EvaluatorOracle, &RunOptions::default())
+        .totals()
+        .0;
     for mode in [
         cnet_examples::lab::LabMode::Bridge,
         cnet_examples::lab::LabMode::Transparent,
@@ -43,8 +35,15 @@ fn calico_scenarios_with_plain_rules_pass_in_the_kernel() {
         let report =
             cnet_examples::lab::run_records_parallel(&records, mode, &RunOptions::default());
         let text = report.render(true);
-        let (passed, failed, _) = report.totals();
-        assert_eq!(failed, 0, "{mode:?}:\n{text}");
-        assert_eq!(passed, 11, "{mode:?}:\n{text}");
+        let (passed, failed, skipped) = report.totals();
+        // Only probes to hosts outside the cluster are skipped (the lab has none).
+        let skipped_external = text.matches("external hosts are not simulated").count();
+        assert_eq!(
+            (failed, skipped),
+            (0, skipped_external),
+            "{mode:?}:\n{text}"
+        );
+        assert_eq!(passed + skipped, expected, "{mode:?}:\n{text}");
+        assert!(passed >= expected - 3, "{mode:?}:\n{text}");
     }
 }

@@ -23,8 +23,10 @@
 //! Not yet covered: HostEndpoint objects are validated and kept but no policy is applied to
 //! host interfaces (`applyOnForward`/`preDNAT`/`doNotTrack` are only validated); the
 //! implicit Calico labels (`projectcalico.org/namespace`, ...) are not added; rules with
-//! `serviceAccounts`, `services`, `http` or source ports are rejected; rules that need an
-//! [`crate::model::ExtendedMatch`] are evaluated but the nftables compiler refuses them.
+//! `serviceAccounts`, `services`, `http` or source ports are rejected. Rules that need an
+//! [`crate::model::ExtendedMatch`] (notSelector, notNets, notPorts, notProtocol, ICMP
+//! type/code, destination conditions, selector with nets) are evaluated and compiled (see
+//! the compiler's `compile_ext` module).
 //!
 //! ```
 //! use cnet_policy::calico::{selector, CalicoObjects};
