@@ -42,6 +42,7 @@ mod ext;
 use ipnetwork::IpNetwork;
 
 use crate::endpoint::{Endpoint, EndpointId, Inventory};
+use crate::membership::SetDef;
 use crate::model::{
     Action, CidrBlock, Direction, EndpointSelector, Labels, NamespaceMatch, Peer, PeerSet, Policy,
     PolicySet, PortMatch, PortSet, PortSpec, Selector, TierDefault, TierKind,
@@ -154,14 +155,14 @@ fn sanitize(s: &str, max: usize) -> String {
 }
 
 /// Family of an address-typed match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Fam {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Fam {
     V4,
     V6,
 }
 
 impl Fam {
-    fn of(a: IpAddr) -> Fam {
+    pub(crate) fn of(a: IpAddr) -> Fam {
         if a.is_ipv4() { Fam::V4 } else { Fam::V6 }
     }
     fn nfproto(self) -> Expr {
@@ -213,6 +214,17 @@ pub fn compile(
     attachments: &Attachments,
     opts: &CompileOptions,
 ) -> Result<Ruleset, CompileError> {
+    compile_with_defs(policies, inventory, attachments, opts).map(|(rs, _)| rs)
+}
+
+/// [`compile`], also returning what each named set or map stands for (see
+/// [`crate::membership`]); a set the compiler did not describe has no entry.
+pub(crate) fn compile_with_defs(
+    policies: &PolicySet,
+    inventory: &Inventory,
+    attachments: &Attachments,
+    opts: &CompileOptions,
+) -> Result<(Ruleset, BTreeMap<String, SetDef>), CompileError> {
     let ok_table = !opts.table.is_empty()
         && opts.table.len() <= 64
         && opts
@@ -232,7 +244,7 @@ pub fn compile(
     let mut t = Table::new(Family::Inet, &opts.table);
     t.chains = c.chains;
     t.sets = c.sets;
-    Ok(Ruleset::new().with_table(t))
+    Ok((Ruleset::new().with_table(t), c.defs))
 }
 
 struct Compiler<'a> {
@@ -247,10 +259,12 @@ struct Compiler<'a> {
     by_ns: BTreeMap<&'a str, Vec<&'a Endpoint>>,
     chains: BTreeMap<String, Chain>,
     sets: BTreeMap<String, Set>,
+    /// What each set stands for (the engine's incremental path).
+    defs: BTreeMap<String, SetDef>,
 }
 
 /// Whether an endpoint selector selects a pod-network endpoint (as the evaluator does).
-fn selects(sel: &EndpointSelector, ep: &Endpoint, ns_labels: &Labels) -> bool {
+pub(crate) fn selects(sel: &EndpointSelector, ep: &Endpoint, ns_labels: &Labels) -> bool {
     if ep.host_network {
         return false;
     }
@@ -262,7 +276,7 @@ fn selects(sel: &EndpointSelector, ep: &Endpoint, ns_labels: &Labels) -> bool {
     ns_ok && sel.pods.matches(&ep.labels)
 }
 
-fn valid_ifname(n: &str) -> bool {
+pub(crate) fn valid_ifname(n: &str) -> bool {
     !n.is_empty() && n.len() <= 15 && !n.contains(['/', ' ', '\0'])
 }
 
@@ -321,12 +335,14 @@ impl<'a> Compiler<'a> {
             by_ns,
             chains: BTreeMap::new(),
             sets: BTreeMap::new(),
+            defs: BTreeMap::new(),
         };
         let ported = Set::new(PORTED_PROTOS_SET, &[KeyType::InetProto])
             .with_element(Element::value(Value::Proto(PROTO_TCP)))
             .with_element(Element::value(Value::Proto(PROTO_UDP)))
             .with_element(Element::value(Value::Proto(PROTO_SCTP)));
         c.sets.insert(PORTED_PROTOS_SET.to_string(), ported);
+        c.defs.insert(PORTED_PROTOS_SET.to_string(), SetDef::Static);
         Ok(c)
     }
 
@@ -437,6 +453,12 @@ impl<'a> Compiler<'a> {
                 }
             }
             self.sets.insert(name.clone(), m);
+            let def = SetDef::Dispatch {
+                dir: d,
+                fam: *fam,
+                start: start.clone(),
+            };
+            self.defs.insert(name.clone(), def);
             let _ = field;
         }
         // Base chains.
@@ -548,6 +570,12 @@ impl<'a> Compiler<'a> {
                     }
                 }
                 self.sets.insert(mname.clone(), m);
+                let chains = ns_chain_of.iter().map(|(n, c)| (n.to_string(), c.clone()));
+                let def = SetDef::NsDispatch {
+                    fam: *fam,
+                    chains: chains.collect(),
+                };
+                self.defs.insert(mname.clone(), def);
                 let mut exprs = Vec::new();
                 if let Some(f) = fam {
                     exprs.push(f.nfproto());
@@ -767,6 +795,11 @@ impl<'a> Compiler<'a> {
                 }
             }
             self.sets.insert(name.clone(), s);
+            let def = SetDef::Selector {
+                sel: sel.clone(),
+                fam: f,
+            };
+            self.defs.insert(name.clone(), def);
         }
         name
     }
@@ -784,6 +817,8 @@ impl<'a> Compiler<'a> {
                 }
             }
             self.sets.insert(name.clone(), s);
+            let def = SetDef::SubjectIfnames { sel: sel.clone() };
+            self.defs.insert(name.clone(), def);
         }
         name
     }
@@ -797,6 +832,7 @@ impl<'a> Compiler<'a> {
                 s.elements.insert(Element(vec![part]), None);
             }
             self.sets.insert(name.clone(), s);
+            self.defs.insert(name.clone(), SetDef::Static);
         }
         name
     }
@@ -811,6 +847,7 @@ impl<'a> Compiler<'a> {
                 }
             }
             self.sets.insert(name.clone(), s);
+            self.defs.insert(name.clone(), SetDef::Static);
         }
         name
     }
@@ -843,6 +880,11 @@ impl<'a> Compiler<'a> {
                 }
             }
             self.sets.insert(name.clone(), s);
+            let def = SetDef::NamedPort {
+                port: port.to_string(),
+                fam: f,
+            };
+            self.defs.insert(name.clone(), def);
         }
         name
     }

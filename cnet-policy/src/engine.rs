@@ -41,6 +41,8 @@ use crate::api::NetworkPolicy;
 use crate::compile::{Attachments, CompileError, CompileOptions, Mode, compile};
 use crate::endpoint::{Endpoint, EndpointId, Inventory, NamedPort, Node};
 use crate::error::PolicyError;
+use crate::live::Live;
+use crate::membership::Structure;
 use crate::model::{Labels, Policy, PolicyId, PolicyKind, PolicySet, Protocol, Tier};
 use crate::nft::{NftError, Programmer, Ruleset, SyncKind, SyncReport, diff, render_ruleset};
 use crate::normalize::{KUBERNETES_TIER, normalize_network_policy};
@@ -80,6 +82,14 @@ pub struct Engine {
     programmer: Option<Programmer>,
     /// Ruleset the kernel is assumed to hold (from a saved state), checked at the first sync.
     assumed: Option<Ruleset>,
+    /// Incremental state (structure + per-endpoint contributions), when the table allows it.
+    live: Option<Live>,
+    /// Policies, namespaces, nodes or host-network endpoints changed: rebuild the structure.
+    structure_dirty: bool,
+    /// Endpoints changed since the live state was last brought up to date.
+    dirty: BTreeSet<EndpointId>,
+    /// The live state was rebuilt since the last sync: the next sync diffs whole.
+    rebuilt: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -112,6 +122,10 @@ impl Engine {
             cached: None,
             programmer: None,
             assumed: None,
+            live: None,
+            structure_dirty: true,
+            dirty: BTreeSet::new(),
+            rebuilt: true,
         }
     }
 
@@ -134,6 +148,7 @@ impl Engine {
     /// (required for dispatch in transparent mode). Clears a pending mark.
     pub fn upsert_endpoint(&mut self, ep: Endpoint, host_ifname: Option<String>) {
         let id = ep.id();
+        self.endpoint_changed(&id, ep.host_network);
         self.attachments.pending.remove(&id);
         match host_ifname {
             Some(n) => {
@@ -156,18 +171,37 @@ impl Engine {
 
     /// Remove an endpoint; returns whether it was known.
     pub fn remove_endpoint(&mut self, id: &EndpointId) -> bool {
+        self.endpoint_changed(id, false);
         self.attachments.pending.remove(id);
         self.attachments.host_ifname.remove(id);
         self.inventory.remove_endpoint(id).is_some()
     }
 
+    /// Mark an endpoint for the incremental path; host-network endpoints feed node sets,
+    /// which belong to the structure.
+    fn endpoint_changed(&mut self, id: &EndpointId, host_network: bool) {
+        let was_host = self
+            .inventory
+            .endpoints
+            .get(id)
+            .is_some_and(|e| e.host_network);
+        if host_network || was_host {
+            self.structure_dirty = true;
+        }
+        self.dirty.insert(id.clone());
+    }
+
     /// Add or replace a namespace and its labels.
     pub fn upsert_namespace(&mut self, name: &str, labels: Labels) {
+        if self.inventory.namespaces.get(name) != Some(&labels) {
+            self.structure_dirty = true;
+        }
         self.inventory.upsert_namespace(name, labels);
     }
 
     /// Add or replace a node (its addresses feed node-selector peers).
     pub fn upsert_node(&mut self, node: Node) {
+        self.structure_dirty = true;
         self.inventory.upsert_node(node);
     }
 
@@ -180,6 +214,7 @@ impl Engine {
         let id = p.id.clone();
         self.network_policies.insert(id.clone(), (np.clone(), p));
         self.cached = None;
+        self.structure_dirty = true;
         Ok(id)
     }
 
@@ -192,6 +227,7 @@ impl Engine {
         let key = (o.kind.clone(), o.metadata.name.clone());
         self.admin_policies.insert(key, o.clone());
         self.cached = None;
+        self.structure_dirty = true;
         Ok(p.id)
     }
 
@@ -210,6 +246,7 @@ impl Engine {
         };
         if found {
             self.cached = None;
+            self.structure_dirty = true;
         }
         found
     }
@@ -221,6 +258,7 @@ impl Engine {
         self.admin_policies.clear();
         self.policy_set = Some(set);
         self.cached = None;
+        self.structure_dirty = true;
     }
 
     /// The policy tiers as the compiler and the evaluator see them.
@@ -262,6 +300,14 @@ impl Engine {
 
     /// The desired nftables state.
     pub fn desired(&mut self) -> Result<Ruleset, EngineError> {
+        self.refresh()?;
+        match &self.live {
+            Some(live) => Ok(live.ruleset.clone()),
+            None => self.compile_whole(),
+        }
+    }
+
+    fn compile_whole(&mut self) -> Result<Ruleset, EngineError> {
         self.policy_set()?;
         let empty = PolicySet::default();
         let set = self.cached.as_ref().unwrap_or(&empty);
@@ -271,6 +317,47 @@ impl Engine {
             &self.attachments,
             &self.opts,
         )?)
+    }
+
+    /// Bring the live state up to date: rebuild it when the structure changed, else replace
+    /// the contributions of the changed endpoints only. Without a live state (a table whose
+    /// sets the membership rules do not all describe) the engine compiles whole.
+    fn refresh(&mut self) -> Result<(), EngineError> {
+        self.policy_set()?;
+        if self.structure_dirty || self.live.is_none() {
+            self.live = None;
+            self.rebuilt = true;
+            let empty = PolicySet::default();
+            let set = self.cached.as_ref().unwrap_or(&empty);
+            if let Some(structure) = Structure::build(set, &self.inventory, &self.opts)? {
+                let live = Live::build(structure, &self.inventory, &self.attachments, &self.opts)?;
+                self.live = Some(live);
+                self.structure_dirty = false;
+                self.dirty.clear();
+            }
+            return Ok(());
+        }
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        // Compute every contribution first: an error (bad interface name) changes nothing.
+        let mut updates = Vec::with_capacity(self.dirty.len());
+        for id in &self.dirty {
+            let items = match self.inventory.endpoints.get(id) {
+                Some(ep) => {
+                    let labels = self.inventory.namespace_labels(&ep.namespace);
+                    live.structure
+                        .contribution(ep, &labels, &self.attachments, &self.opts)?
+                }
+                None => Vec::new(),
+            };
+            updates.push((id, items));
+        }
+        for (id, items) in updates {
+            live.set_endpoint(id, items);
+        }
+        self.dirty.clear();
+        Ok(())
     }
 
     /// The desired state as `nft -f` text.
@@ -288,10 +375,31 @@ impl Engine {
     /// programmed last, or a full replacement of our table when it was deleted, flushed or
     /// changed by someone else (or on the first sync of an engine without a known state).
     pub fn sync(&mut self) -> Result<SyncReport, EngineError> {
-        let desired = self.desired()?;
+        self.refresh()?;
         if self.programmer.is_none() {
             self.programmer = Some(Programmer::new()?);
         }
+        if self.assumed.is_none()
+            && let Some(live) = self.live.as_mut()
+        {
+            let changes = live.take_changes();
+            let Some(p) = self.programmer.as_mut() else {
+                return Err(EngineError::State("no programmer".into()));
+            };
+            let report = if self.rebuilt {
+                p.sync(&live.ruleset)
+            } else {
+                p.sync_elements(&changes, &live.ruleset)
+            };
+            // On failure the programmer forgot its state: the next sync replaces whole.
+            self.rebuilt = false;
+            return Ok(report?);
+        }
+        let desired = self.desired()?;
+        if let Some(live) = self.live.as_mut() {
+            live.take_changes();
+        }
+        self.rebuilt = false;
         let Some(p) = self.programmer.as_mut() else {
             return Err(EngineError::State("no programmer".into()));
         };
@@ -315,6 +423,12 @@ impl Engine {
             });
         }
         Ok(p.sync(&desired)?)
+    }
+
+    /// The ruleset the programmer last programmed successfully (its model of the kernel),
+    /// if any.
+    pub fn programmed(&self) -> Option<&Ruleset> {
+        self.programmer.as_ref().and_then(Programmer::programmed)
     }
 
     /// Forget what was programmed: the next sync replaces our table whole.

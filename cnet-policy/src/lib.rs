@@ -43,9 +43,12 @@ pub mod error;
 pub mod evaluator;
 #[cfg(feature = "k8s-openapi")]
 pub mod k8s_openapi_conv;
+mod live;
+mod membership;
 pub mod model;
 pub mod normalize;
 pub mod parse;
+mod selector_index;
 pub mod validate;
 
 pub use api::NetworkPolicy;

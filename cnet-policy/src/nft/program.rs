@@ -208,6 +208,43 @@ impl Programmer {
         })
     }
 
+    /// Apply an element-only change list computed against what this programmer last
+    /// programmed (the engine's incremental path), `desired` being the state after it.
+    /// Costs `O(changes · log n)`: no validation or diff of the whole ruleset (the elements
+    /// come from the compiler's own membership rules). When the programmed state is unknown,
+    /// the list is not element-only, or the kernel drifted, this is [`Programmer::sync`]
+    /// of `desired` instead.
+    pub fn sync_elements(
+        &mut self,
+        changes: &ChangeList,
+        desired: &Ruleset,
+    ) -> Result<SyncReport, NftError> {
+        if self.programmed.is_none() || !changes.is_elements_only() || self.detect_drift()? {
+            return self.sync(desired);
+        }
+        if changes.is_empty() {
+            return Ok(SyncReport {
+                kind: SyncKind::NoChange,
+                changes: 0,
+                drift: false,
+            });
+        }
+        let gen_before = self.expected_gen;
+        if let Err(e) = self.apply(changes) {
+            self.forget();
+            return Err(e);
+        }
+        if let Some(model) = &mut self.programmed {
+            changes.apply_to(model);
+        }
+        self.after_commit(desired, changes, gen_before)?;
+        Ok(SyncReport {
+            kind: SyncKind::Incremental,
+            changes: changes.changes.len(),
+            drift: false,
+        })
+    }
+
     /// Record generation and snapshots after a successful commit of ours.
     fn after_commit(
         &mut self,

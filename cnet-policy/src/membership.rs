@@ -1,0 +1,287 @@
+//! The compiled table split in two: its *structure* (chains, rules, set declarations and the
+//! elements that do not depend on pods), which depends only on policies, namespaces, nodes,
+//! host-network endpoints and options; and each pod's *membership*: the elements that one
+//! endpoint contributes to selector sets, named-port sets and dispatch maps.
+//!
+//! [`Structure::build`] runs the compiler without pod-network endpoints and keeps, for every
+//! named set or map, what it stands for ([`SetDef`]) plus a [`SelectorIndex`] over the
+//! selectors. [`Structure::contribution`] then computes one endpoint's elements with the same
+//! rules the compiler uses, looking only at the selectors that can match it. The full table is
+//! the structure plus every endpoint's contribution (for maps, the endpoint with the greatest
+//! id wins a key two endpoints share, as in the compiler's iteration order); the engine keeps
+//! contributions per endpoint ([`crate::live`]) so a pod change is an element delta.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::compile::{
+    Attachments, CompileError, CompileOptions, Fam, Mode, compile_with_defs, selects, valid_ifname,
+};
+use crate::endpoint::{Endpoint, Inventory};
+use crate::model::{Direction, EndpointSelector, Labels, PolicySet};
+use crate::nft::{Element, Part, Ruleset, TableId, Value, Verdict};
+use crate::selector_index::SelectorIndex;
+
+/// What a named set or verdict map of the compiled table stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetDef {
+    /// Elements independent of pod-network endpoints (CIDRs, node addresses, constants).
+    Static,
+    /// Addresses of one family of the pod-network endpoints a selector selects.
+    Selector {
+        /// The selector.
+        sel: EndpointSelector,
+        /// Address family.
+        fam: Fam,
+    },
+    /// Host interfaces of the local endpoints a subject selector selects (transparent mode).
+    SubjectIfnames {
+        /// The selector.
+        sel: EndpointSelector,
+    },
+    /// `address . protocol . port` of every pod-network endpoint with this named port.
+    NamedPort {
+        /// The port name.
+        port: String,
+        /// Address family.
+        fam: Fam,
+    },
+    /// Dispatch map of a direction: local endpoint key → drop (pending), goto `start`
+    /// (selected for the direction) or accept.
+    Dispatch {
+        /// Direction.
+        dir: Direction,
+        /// Key family (`None`: interface name).
+        fam: Option<Fam>,
+        /// The direction's start chain.
+        start: String,
+    },
+    /// Per-namespace tier map: local endpoint key → its namespace's chain.
+    NsDispatch {
+        /// Key family (`None`: interface name).
+        fam: Option<Fam>,
+        /// Namespace → chain.
+        chains: BTreeMap<String, String>,
+    },
+}
+
+/// One element an endpoint contributes: set name, key, verdict (maps).
+pub(crate) type Item = (String, Element, Option<Verdict>);
+
+/// What a selector feeds.
+#[derive(Debug, Clone)]
+enum Target {
+    Addrs(String, Fam),
+    Ifnames(String),
+    Selected(usize),
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
+}
+
+/// The policy-dependent part of the compiled table and how to compute pods' elements.
+#[derive(Debug, Clone)]
+pub(crate) struct Structure {
+    /// The table compiled without pod-network endpoints.
+    pub(crate) ruleset: Ruleset,
+    /// Our table.
+    pub(crate) table: TableId,
+    index: SelectorIndex<Vec<Target>>,
+    named_ports: HashMap<String, Vec<(String, Fam)>>,
+    dispatch: Vec<(String, Direction, Option<Fam>, String)>,
+    ns_dispatch: Vec<(String, Option<Fam>, BTreeMap<String, String>)>,
+}
+
+fn addrs_of(ep: &Endpoint, f: Fam) -> impl Iterator<Item = &std::net::IpAddr> {
+    ep.addresses.iter().filter(move |a| Fam::of(**a) == f)
+}
+
+impl Structure {
+    /// Compile the structure. `Ok(None)` when the compiled table has a set whose membership
+    /// is not described (the caller then compiles whole every time).
+    pub(crate) fn build(
+        policies: &PolicySet,
+        inventory: &Inventory,
+        opts: &CompileOptions,
+    ) -> Result<Option<Structure>, CompileError> {
+        let stripped = Inventory {
+            namespaces: inventory.namespaces.clone(),
+            endpoints: inventory
+                .endpoints
+                .iter()
+                .filter(|(_, e)| e.host_network)
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect(),
+            nodes: inventory.nodes.clone(),
+        };
+        let (ruleset, defs) =
+            compile_with_defs(policies, &stripped, &Attachments::default(), opts)?;
+        let Some(table) = ruleset.tables.keys().next().cloned() else {
+            return Ok(None);
+        };
+        let Some(t) = ruleset.tables.get(&table) else {
+            return Ok(None);
+        };
+        if t.sets.keys().any(|n| !defs.contains_key(n)) {
+            return Ok(None);
+        }
+        let mut by_sel: BTreeMap<EndpointSelector, Vec<Target>> = BTreeMap::new();
+        let mut named_ports: HashMap<String, Vec<(String, Fam)>> = HashMap::new();
+        let mut dispatch = Vec::new();
+        let mut ns_dispatch = Vec::new();
+        for (name, def) in defs {
+            match def {
+                SetDef::Static => {}
+                SetDef::Selector { sel, fam } => {
+                    by_sel
+                        .entry(sel)
+                        .or_default()
+                        .push(Target::Addrs(name, fam));
+                }
+                SetDef::SubjectIfnames { sel } => {
+                    by_sel.entry(sel).or_default().push(Target::Ifnames(name));
+                }
+                SetDef::NamedPort { port, fam } => {
+                    named_ports.entry(port).or_default().push((name, fam));
+                }
+                SetDef::Dispatch { dir, fam, start } => dispatch.push((name, dir, fam, start)),
+                SetDef::NsDispatch { fam, chains } => ns_dispatch.push((name, fam, chains)),
+            }
+        }
+        // Which endpoints a direction's dispatch sends to policy: those some policy with
+        // rules for that direction selects (as the compiler's `selected_ids`).
+        for d in [Direction::Egress, Direction::Ingress] {
+            let subjects: BTreeSet<&EndpointSelector> = policies
+                .tiers
+                .iter()
+                .flat_map(|t| &t.policies)
+                .filter(|p| p.rules(d).is_some())
+                .map(|p| &p.subject)
+                .collect();
+            for s in subjects {
+                by_sel
+                    .entry(s.clone())
+                    .or_default()
+                    .push(Target::Selected(dir_index(d)));
+            }
+        }
+        let mut index = SelectorIndex::default();
+        for (sel, targets) in by_sel {
+            index.insert(sel, targets);
+        }
+        Ok(Some(Structure {
+            ruleset,
+            table,
+            index,
+            named_ports,
+            dispatch,
+            ns_dispatch,
+        }))
+    }
+
+    /// The elements one endpoint contributes, sorted by (set, key), each once.
+    pub(crate) fn contribution(
+        &self,
+        ep: &Endpoint,
+        ns_labels: &Labels,
+        att: &Attachments,
+        opts: &CompileOptions,
+    ) -> Result<Vec<Item>, CompileError> {
+        let mut out: Vec<Item> = Vec::new();
+        if ep.host_network {
+            return Ok(out);
+        }
+        let id = ep.id();
+        let ifname = att.host_ifname.get(&id);
+        let here = match (&opts.node, &ep.node) {
+            (Some(n), Some(m)) => n == m,
+            _ => true,
+        };
+        let local = here
+            && match opts.mode {
+                Mode::Bridge => true,
+                Mode::Transparent => match ifname {
+                    Some(n) if valid_ifname(n) => true,
+                    Some(n) => {
+                        return Err(CompileError::BadIfname {
+                            endpoint: id,
+                            ifname: n.clone(),
+                        });
+                    }
+                    None => false,
+                },
+            };
+        let mut selected = [false; 2];
+        for (sel, targets) in self.index.candidates(ep) {
+            if !selects(sel, ep, ns_labels) {
+                continue;
+            }
+            for t in targets {
+                match t {
+                    Target::Addrs(set, f) => {
+                        for a in addrs_of(ep, *f) {
+                            out.push((set.clone(), Element::value(Value::addr(*a)), None));
+                        }
+                    }
+                    Target::Ifnames(set) => {
+                        if let (true, Some(n)) = (local, ifname) {
+                            out.push((set.clone(), Element::value(Value::Ifname(n.clone())), None));
+                        }
+                    }
+                    Target::Selected(d) => selected[*d] = true,
+                }
+            }
+        }
+        for (pname, np) in &ep.named_ports {
+            for (set, f) in self.named_ports.get(pname).into_iter().flatten() {
+                for a in addrs_of(ep, *f) {
+                    let e = Element::concat(vec![
+                        Part::Single(Value::addr(*a)),
+                        Part::Single(Value::Proto(np.protocol.number())),
+                        Part::Single(Value::Port(np.port)),
+                    ]);
+                    out.push((set.clone(), e, None));
+                }
+            }
+        }
+        if local {
+            let keys = |fam: Option<Fam>| -> Vec<Element> {
+                match fam {
+                    None => ifname
+                        .map(|n| Element::value(Value::Ifname(n.clone())))
+                        .into_iter()
+                        .collect(),
+                    Some(f) => addrs_of(ep, f)
+                        .map(|a| Element::value(Value::addr(*a)))
+                        .collect(),
+                }
+            };
+            let pending = att.pending.contains(&id);
+            for (set, d, fam, start) in &self.dispatch {
+                let v = if pending {
+                    Verdict::Drop
+                } else if selected[dir_index(*d)] {
+                    Verdict::Goto(start.clone())
+                } else {
+                    Verdict::Accept
+                };
+                for k in keys(*fam) {
+                    out.push((set.clone(), k, Some(v.clone())));
+                }
+            }
+            for (set, fam, chains) in &self.ns_dispatch {
+                if let Some(ch) = chains.get(&ep.namespace) {
+                    for k in keys(*fam) {
+                        out.push((set.clone(), k, Some(Verdict::Goto(ch.clone()))));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        Ok(out)
+    }
+}

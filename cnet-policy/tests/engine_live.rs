@@ -1,0 +1,297 @@
+//! The engine's incremental path (structure + per-endpoint membership) against the compiler:
+//! after any random sequence of pod, label, namespace, node and policy changes, the engine's
+//! desired ruleset equals a fresh `compile()` of the final state (pure, many cases); and,
+//! driven through `sync()` in a network namespace after every change, pod changes are
+//! element-only incremental batches and the programmed model and the kernel's listing equal
+//! a fresh full program of the final state (privileged).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use cnet_policy::compile::{CompileOptions, Mode, compile};
+use cnet_policy::engine::Engine;
+use cnet_policy::nft::SyncKind;
+use cnet_policy::{Endpoint, EndpointId, Node, parse_yaml};
+use cnet_testsupport::NetNs;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Add or relabel a pod (`remote`: on another node; `pending`: fail closed).
+    Pod {
+        ns: u8,
+        idx: u8,
+        app: u8,
+        tier: u8,
+        remote: bool,
+        pending: bool,
+        port: u16,
+    },
+    /// A host-network pod on a node (feeds node selectors).
+    HostPod {
+        idx: u8,
+        zone: u8,
+    },
+    RemovePod {
+        ns: u8,
+        idx: u8,
+    },
+    Namespace {
+        ns: u8,
+        team: u8,
+    },
+    Node {
+        zone: u8,
+    },
+    Policy {
+        ns: u8,
+        name: u8,
+        app: u8,
+        peer_app: u8,
+        shape: u8,
+        egress: bool,
+    },
+    DeletePolicy {
+        ns: u8,
+        name: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..3u8, 0..10u8, 0..4u8, 0..2u8, prop::bool::weighted(0.2), prop::bool::weighted(0.15), 53..56u16)
+            .prop_map(|(ns, idx, app, tier, remote, pending, port)| Op::Pod { ns, idx, app, tier, remote, pending, port }),
+        1 => (0..2u8, 0..2u8).prop_map(|(idx, zone)| Op::HostPod { idx, zone }),
+        3 => (0..3u8, 0..10u8).prop_map(|(ns, idx)| Op::RemovePod { ns, idx }),
+        1 => (0..3u8, 0..2u8).prop_map(|(ns, team)| Op::Namespace { ns, team }),
+        1 => (0..2u8).prop_map(|zone| Op::Node { zone }),
+        2 => (0..3u8, 0..3u8, 0..4u8, 0..4u8, 0..5u8, any::<bool>())
+            .prop_map(|(ns, name, app, peer_app, shape, egress)| Op::Policy { ns, name, app, peer_app, shape, egress }),
+        1 => (0..3u8, 0..3u8).prop_map(|(ns, name)| Op::DeletePolicy { ns, name }),
+    ]
+}
+
+fn ns_name(ns: u8) -> String {
+    format!("ns{ns}")
+}
+
+fn policy_yaml(ns: u8, name: u8, app: u8, peer_app: u8, shape: u8, egress: bool) -> String {
+    let (dir, peer, kind) = if egress {
+        ("egress", "to", "Egress")
+    } else {
+        ("ingress", "from", "Ingress")
+    };
+    let subject = if shape == 4 {
+        "{}".to_string()
+    } else {
+        format!("{{matchLabels: {{app: a{app}}}}}")
+    };
+    let peers = match shape {
+        0 => format!(
+            "[{{namespaceSelector: {{matchLabels: {{team: t1}}}}, podSelector: {{matchLabels: {{app: a{peer_app}}}}}}}]"
+        ),
+        1 => format!(
+            "[{{podSelector: {{matchExpressions: [{{key: tier, operator: In, values: [t{}]}}]}}}}]",
+            peer_app % 2
+        ),
+        2 => "[{ipBlock: {cidr: 10.77.0.0/16, except: [10.77.1.0/24]}}]".to_string(),
+        3 => format!(
+            "[{{podSelector: {{matchLabels: {{app: a{peer_app}, tier: t1}}}}}}, {{namespaceSelector: {{}}}}]"
+        ),
+        _ => "[{podSelector: {}}]".to_string(),
+    };
+    let ports = match shape {
+        0 => "\n    ports: [{port: dns, protocol: UDP}]",
+        1 => "\n    ports: [{port: 80}, {port: dns}]",
+        _ => "",
+    };
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {{name: p{name}, namespace: {ns}}}\n\
+         spec:\n  podSelector: {subject}\n  policyTypes: [{kind}]\n  {dir}:\n  - {peer}: {peers}{ports}\n",
+        ns = ns_name(ns),
+    )
+}
+
+fn apply(e: &mut Engine, op: &Op) {
+    match *op {
+        Op::Pod {
+            ns,
+            idx,
+            app,
+            tier,
+            remote,
+            pending,
+            port,
+        } => {
+            let mut ep = Endpoint::new(
+                &ns_name(ns),
+                &format!("p{idx}"),
+                BTreeMap::from([
+                    ("app".to_string(), format!("a{app}")),
+                    ("tier".to_string(), format!("t{tier}")),
+                ]),
+                vec![
+                    format!("10.77.{ns}.{}", idx + 2).parse().unwrap(),
+                    format!("fd77::{ns}:{}", idx + 2).parse().unwrap(),
+                ],
+            );
+            ep.node = Some(if remote {
+                "other".into()
+            } else {
+                "here".into()
+            });
+            ep.named_ports.insert(
+                "dns".into(),
+                cnet_policy::NamedPort {
+                    port,
+                    protocol: cnet_policy::Protocol::Udp,
+                },
+            );
+            let ifname = (!remote).then(|| format!("cnet77{ns:02x}{idx:02x}00"));
+            if pending {
+                e.upsert_pending_endpoint(ep, ifname);
+            } else {
+                e.upsert_endpoint(ep, ifname);
+            }
+        }
+        Op::HostPod { idx, zone } => {
+            let mut ep = Endpoint::new(
+                "kube-system",
+                &format!("h{idx}"),
+                BTreeMap::new(),
+                vec![format!("10.78.0.{}", idx + 2).parse().unwrap()],
+            );
+            ep.host_network = true;
+            ep.node = Some(format!("n{zone}"));
+            e.upsert_endpoint(ep, None);
+        }
+        Op::RemovePod { ns, idx } => {
+            e.remove_endpoint(&EndpointId::new(ns_name(ns), format!("p{idx}")));
+        }
+        Op::Namespace { ns, team } => {
+            e.upsert_namespace(
+                &ns_name(ns),
+                BTreeMap::from([("team".to_string(), format!("t{team}"))]),
+            );
+        }
+        Op::Node { zone } => e.upsert_node(Node {
+            name: format!("n{zone}"),
+            labels: BTreeMap::from([("zone".to_string(), format!("z{zone}"))]),
+            addresses: vec![format!("10.79.0.{}", zone + 2).parse().unwrap()],
+        }),
+        Op::Policy {
+            ns,
+            name,
+            app,
+            peer_app,
+            shape,
+            egress,
+        } => {
+            for np in parse_yaml(&policy_yaml(ns, name, app, peer_app, shape, egress)).unwrap() {
+                e.apply_policy(&np).unwrap();
+            }
+        }
+        Op::DeletePolicy { ns, name } => {
+            e.delete_policy(&cnet_policy::model::PolicyId {
+                kind: cnet_policy::model::PolicyKind::NetworkPolicy,
+                namespace: Some(ns_name(ns)),
+                name: format!("p{name}"),
+            });
+        }
+    }
+}
+
+fn engine(bridge: bool) -> Engine {
+    let mode = if bridge {
+        Mode::Bridge
+    } else {
+        Mode::Transparent
+    };
+    let mut opts = CompileOptions::new(mode);
+    opts.node = Some("here".into());
+    Engine::with_options(opts)
+}
+
+fn full_compile(e: &mut Engine) -> cnet_policy::nft::Ruleset {
+    let set = e.policy_set().unwrap().clone();
+    compile(&set, e.inventory(), e.attachments(), e.options()).unwrap()
+}
+
+fn is_pod_op(op: &Op) -> bool {
+    matches!(op, Op::Pod { .. } | Op::RemovePod { .. })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Pure: the live ruleset equals a fresh compile after every step.
+    #[test]
+    fn live_state_equals_compile(ops in prop::collection::vec(op(), 1..40), bridge in any::<bool>()) {
+        let mut e = engine(bridge);
+        for (k, op) in ops.iter().enumerate() {
+            apply(&mut e, op);
+            // Bring the live state up to date only every other step, so several changes
+            // accumulate between two refreshes.
+            if k % 2 == 1 || k + 1 == ops.len() {
+                let live = e.desired().unwrap();
+                prop_assert_eq!(live, full_compile(&mut e), "after {:?}", op);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+    /// Kernel: sync after every change; pod changes are element-only batches; the programmed
+    /// model and the kernel equal a fresh full program of the final state.
+    #[test]
+    fn engine_path_programs_what_compile_says(ops in prop::collection::vec(op(), 1..30), bridge in any::<bool>()) {
+        if !cnet_testsupport::privileged("engine_path_programs_what_compile_says") {
+            return Ok(());
+        }
+        let inc_ns = NetNs::new("clive");
+        let full_ns = NetNs::new("cfull");
+        let mut e = engine(bridge);
+        let mut synced = false;
+        for op in &ops {
+            apply(&mut e, op);
+            let report = inc_ns.in_netns(|| e.sync()).unwrap();
+            if synced && is_pod_op(op) {
+                prop_assert!(report.kind != SyncKind::Full, "{:?}: {:?}", op, report);
+            }
+            synced = true;
+        }
+        let want = full_compile(&mut e);
+        prop_assert_eq!(e.programmed(), Some(&want));
+        let mut fresh = engine(bridge);
+        for op in &ops {
+            apply(&mut fresh, op);
+        }
+        full_ns.in_netns(|| fresh.sync()).unwrap();
+        prop_assert_eq!(listing(&inc_ns), listing(&full_ns));
+    }
+}
+
+/// `nft list table inet cnet` with sets, maps and chains sorted by name.
+fn listing(ns: &NetNs) -> String {
+    let text = ns.run(&["nft", "list", "table", "inet", "cnet"]);
+    let mut blocks: Vec<Vec<&str>> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("\tset ") || line.starts_with("\tmap ") || line.starts_with("\tchain ")
+        {
+            blocks.push(vec![line]);
+        } else if line.starts_with("\t\t") || line == "\t}" {
+            if let Some(b) = blocks.last_mut() {
+                b.push(line);
+            }
+        }
+    }
+    blocks.sort();
+    blocks
+        .into_iter()
+        .map(|b| b.join("\n"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
