@@ -5,7 +5,12 @@ use cnet_cni::CniError;
 use cnet_cni::cnet::identity::{LABEL_NAME, LABEL_NAMESPACE, LABEL_NETWORK};
 use cnet_cni::cnet::policy::{engine_for, sync_state};
 use cnet_cni::cnet::state::{EndpointRecord, NodeState, StateData, StateGuard};
-use cnetctl::{CtlError, Outcome, load_documents, parse_label_args, parse_port, policy_files};
+use cnet_policy::endpoint::NAMESPACE_NAME_LABEL;
+use cnetctl::{
+    CtlError, Object, Outcome, is_dns_label, is_label_arg, load_documents, parse_label_args,
+    parse_port, parse_port_specs, policy_files,
+};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +19,8 @@ const EXIT_CODES: &str = "Exit codes: 0 success (explain: allowed), 1 explain: d
 2 usage error, 3 bad policy file (nothing changed), 4 node state unusable (lock busy: retry), \
 5 programming the kernel failed (nothing changed), 6 not found.";
 
-/// Operator CLI of a cnet node: policies, endpoints, labels, explain, render.
+/// Operator CLI of a cnet node: policies, endpoints, pod and namespace labels, container
+/// ports, explain, render.
 ///
 /// Works on one network's node state (the `cnet` plugin's `policy.stateDir/<network>`) and
 /// programs nftables in the network namespace it runs in (run it in the node's).
@@ -38,8 +44,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Create or update policies from YAML/JSON files (NetworkPolicy, AdminNetworkPolicy,
-    /// BaselineAdminNetworkPolicy, ClusterNetworkPolicy); all or nothing.
+    /// Create or update policies and namespace labels from YAML/JSON files (NetworkPolicy,
+    /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy, and v1 Namespace
+    /// objects, whose `metadata.labels` become the namespace's labels); all or nothing.
     #[command(after_help = EXIT_CODES)]
     Apply {
         /// A file, or a directory of .yaml/.yml/.json files; repeatable.
@@ -51,7 +58,8 @@ enum Cmd {
         )]
         files: Vec<PathBuf>,
     },
-    /// Delete the policies named in files (kind, namespace and name are used).
+    /// Delete the policies named in files (kind, namespace and name are used); a Namespace
+    /// object removes that namespace's labels (its name label stays).
     #[command(after_help = EXIT_CODES)]
     Delete {
         /// A file, or a directory of .yaml/.yml/.json files; repeatable.
@@ -72,17 +80,46 @@ enum Cmd {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
-    /// Set (`KEY=VALUE`) or remove (`KEY-`) labels of an endpoint; marks its labels as known
-    /// (an endpoint isolated while waiting for labels gets its policy). The changes are also
-    /// kept for the pod `namespace/name` in the node state and reapplied when the pod is
-    /// attached again (a container restart is DEL then ADD).
+    /// Set (`KEY=VALUE`) or remove (`KEY-`) labels of a pod or a namespace.
+    ///
+    /// `cnetctl label [pod] POD LABEL...`: POD is `namespace/name`, a pod name in `default`,
+    /// or a container id. Marks the endpoint's labels as known (an endpoint isolated while
+    /// waiting for labels gets its policy). The changes are also kept for the pod
+    /// `namespace/name` in the node state and reapplied when the pod is attached again (a
+    /// container restart is DEL then ADD).
+    ///
+    /// `cnetctl label namespace NAME LABEL...`: the namespace's labels, which
+    /// `namespaceSelector`s match (the implicit `kubernetes.io/metadata.name: NAME` is always
+    /// there and cannot be changed). Kept in the node state whether or not pods of the
+    /// namespace exist yet.
+    ///
+    /// As with kubectl, changing the value of an existing label needs `--overwrite`.
     #[command(after_help = EXIT_CODES)]
     Label {
-        /// The endpoint: `namespace/name`, a pod name in `default`, or a container id.
-        endpoint: String,
-        /// Labels: `KEY=VALUE` to set, `KEY-` to remove.
-        #[arg(required = true)]
-        labels: Vec<String>,
+        /// `[pod] POD` or `namespace NAME` (also `ns`), then `KEY=VALUE` to set, `KEY-` to
+        /// remove.
+        #[arg(required = true, num_args = 2.., value_name = "[KIND] NAME LABEL")]
+        args: Vec<String>,
+        /// Allow replacing the value of a label that is already set.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Show or replace the container ports of a pod (what named-port rules resolve to).
+    ///
+    /// Each PORT is `[NAME=]NUMBER[/PROTO]` (protocol tcp, udp or sctp; tcp by default), e.g.
+    /// `cnetctl ports prod/web http=8080 dns=53/udp`. The list replaces the ports the runtime
+    /// supplied at ADD (`args.cni.ports` or `runtimeConfig.containerPorts`) and is kept for
+    /// the pod across a restart, like labels. Without PORTs (and without `--none`) it prints
+    /// the pod's ports.
+    #[command(after_help = EXIT_CODES)]
+    Ports {
+        /// The pod: `namespace/name`, a pod name in `default`, or a container id.
+        pod: String,
+        /// Ports, `[NAME=]NUMBER[/PROTO]`.
+        ports: Vec<String>,
+        /// Remove all of the pod's container ports.
+        #[arg(long, conflicts_with = "ports")]
+        none: bool,
     },
     /// Explain whether a flow is allowed, and why (from the policy evaluator).
     #[command(after_help = EXIT_CODES)]
@@ -105,6 +142,9 @@ enum What {
     Policies,
     /// Endpoints (attachments) on this node.
     Endpoints,
+    /// Namespaces (with labels set on this node, or with pods here) and their labels.
+    #[value(alias = "ns", alias = "namespace")]
+    Namespaces,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -151,24 +191,13 @@ impl Ctl {
         let mut g = self.lock()?;
         let mut report = Vec::new();
         for d in &docs {
-            let s = &d.stored;
-            let outcome = if delete {
-                match g.data.remove_policy(&s.kind, &s.namespace, &s.name) {
-                    Some(_) => Outcome::Deleted,
-                    None => Outcome::NotFound,
-                }
-            } else {
-                let existed =
-                    g.data.policies.iter().any(|q| {
-                        q.kind == s.kind && q.namespace == s.namespace && q.name == s.name
-                    });
-                match (existed, g.data.upsert_policy(s.clone())) {
-                    (false, _) => Outcome::Created,
-                    (true, true) => Outcome::Configured,
-                    (true, false) => Outcome::Unchanged,
+            let outcome = match &d.object {
+                Object::Policy(s) => apply_policy(&mut g.data, s, delete),
+                Object::Namespace { name, labels } => {
+                    apply_namespace(&mut g.data, name, labels, delete)
                 }
             };
-            report.push(format!("{} {outcome}", s.key()));
+            report.push(format!("{} {outcome}", d.key()));
         }
         if report
             .iter()
@@ -187,6 +216,24 @@ impl Ctl {
         match (what, output) {
             (What::Policies, Format::Json) => print_json(&data.policies),
             (What::Endpoints, Format::Json) => print_json(&data.endpoints),
+            (What::Namespaces, Format::Json) => {
+                let list: Vec<serde_json::Value> = namespaces(&data)
+                    .into_iter()
+                    .map(|(name, (pods, labels))| {
+                        serde_json::json!({"name": name, "pods": pods, "labels": labels})
+                    })
+                    .collect();
+                print_json(&list);
+            }
+            (What::Namespaces, Format::Table) => {
+                let mut rows = vec![["NAME", "PODS", "LABELS"].map(String::from).to_vec()];
+                for (name, (pods, labels)) in namespaces(&data) {
+                    let labels: Vec<String> =
+                        labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    rows.push(vec![name, pods.to_string(), labels.join(",")]);
+                }
+                print_table(&rows);
+            }
             (What::Policies, Format::Table) => {
                 let mut rows = vec![vec!["KIND".into(), "NAMESPACE".into(), "NAME".into()]];
                 for p in &data.policies {
@@ -203,6 +250,7 @@ impl Ctl {
                         "HOST-IF",
                         "ADDRESSES",
                         "PHASE",
+                        "PORTS",
                         "LABELS",
                     ]
                     .map(String::from)
@@ -233,6 +281,11 @@ impl Ctl {
                             .collect::<Vec<_>>()
                             .join(","),
                         format!("{:?}", e.phase).to_lowercase(),
+                        e.ports
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
                         labels,
                     ]);
                 }
@@ -242,8 +295,19 @@ impl Ctl {
         Ok(0)
     }
 
-    fn label(&self, who: &str, labels: &[String]) -> Result<i32, CtlError> {
+    fn label(&self, args: &[String], overwrite: bool) -> Result<i32, CtlError> {
+        // `[pod] POD LABEL...` or `namespace NAME LABEL...`; a kind word is a kind only when
+        // a name (not a label change) follows it.
+        let kinded = args.len() >= 3 && !is_label_arg(&args[1]);
+        let (namespace, who, labels) = match args[0].as_str() {
+            "namespace" | "namespaces" | "ns" if kinded => (true, &args[1], &args[2..]),
+            "pod" | "pods" | "po" if kinded => (false, &args[1], &args[2..]),
+            _ => (false, &args[0], &args[1..]),
+        };
         let changes = parse_label_args(labels)?;
+        if namespace {
+            return self.label_namespace(who, &changes, overwrite);
+        }
         for (k, _) in &changes {
             if [LABEL_NAME, LABEL_NAMESPACE, LABEL_NETWORK].contains(&k.as_str()) {
                 return Err(CtlError::Usage(format!(
@@ -253,6 +317,13 @@ impl Ctl {
         }
         let mut g = self.lock()?;
         let idx = find_endpoint(&g.data.endpoints, who)?;
+        if !overwrite {
+            refuse_overwrite(
+                &g.data.endpoints[idx].labels,
+                &changes,
+                &g.data.endpoints[idx].pod(),
+            )?;
+        }
         let (namespace, name) = (
             g.data.endpoints[idx].namespace.clone(),
             g.data.endpoints[idx].name.clone(),
@@ -274,6 +345,69 @@ impl Ctl {
         let pod = e.pod();
         self.program_and_commit(&mut g)?;
         println!("endpoint {pod} labeled");
+        Ok(0)
+    }
+
+    fn label_namespace(
+        &self,
+        ns: &str,
+        changes: &[(String, Option<String>)],
+        overwrite: bool,
+    ) -> Result<i32, CtlError> {
+        if !is_dns_label(ns) {
+            return Err(CtlError::Usage(format!(
+                "namespace {ns:?}: expected a namespace name (1-63 of a-z, 0-9, '-')"
+            )));
+        }
+        if changes.iter().any(|(k, _)| k == NAMESPACE_NAME_LABEL) {
+            return Err(CtlError::Usage(format!(
+                "label {NAMESPACE_NAME_LABEL:?} is implicit and cannot be changed"
+            )));
+        }
+        let mut g = self.lock()?;
+        let mut labels = g.data.namespaces.get(ns).cloned().unwrap_or_default();
+        if !overwrite {
+            refuse_overwrite(&labels, changes, &format!("namespace {ns}"))?;
+        }
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    labels.insert(k.clone(), v.clone());
+                }
+                None => {
+                    labels.remove(k);
+                }
+            }
+        }
+        if g.data.namespaces.get(ns) == Some(&labels) {
+            println!("namespace {ns} not labeled (unchanged)");
+            return Ok(0);
+        }
+        g.data.namespaces.insert(ns.to_string(), labels);
+        self.program_and_commit(&mut g)?;
+        println!("namespace {ns} labeled");
+        Ok(0)
+    }
+
+    fn ports(&self, who: &str, ports: &[String], none: bool) -> Result<i32, CtlError> {
+        if ports.is_empty() && !none {
+            let data = self.read()?;
+            let e = &data.endpoints[find_endpoint(&data.endpoints, who)?];
+            for p in &e.ports {
+                println!("{p}");
+            }
+            return Ok(0);
+        }
+        let list = parse_port_specs(ports)?;
+        let mut g = self.lock()?;
+        let idx = find_endpoint(&g.data.endpoints, who)?;
+        let e = &mut g.data.endpoints[idx];
+        e.ports.clone_from(&list);
+        let (key, pod) = (format!("{}/{}", e.namespace, e.name), e.pod());
+        // Kept per pod: a restarted container (DEL then ADD) gets them back on ADD.
+        g.data.pod_labels.entry(key).or_default().ports = Some(list);
+        self.program_and_commit(&mut g)?;
+        println!("endpoint {pod} ports set");
         Ok(0)
     }
 
@@ -342,6 +476,81 @@ impl Ctl {
     }
 }
 
+/// kubectl's rule: changing an existing label's value needs `--overwrite`.
+fn refuse_overwrite(
+    current: &BTreeMap<String, String>,
+    changes: &[(String, Option<String>)],
+    what: &str,
+) -> Result<(), CtlError> {
+    for (k, v) in changes {
+        if let (Some(v), Some(old)) = (v, current.get(k))
+            && old != v
+        {
+            return Err(CtlError::Usage(format!(
+                "{what}: label {k:?} already has the value {old:?}; use --overwrite to change it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn apply_policy(
+    data: &mut StateData,
+    s: &cnet_cni::cnet::state::StoredPolicy,
+    delete: bool,
+) -> Outcome {
+    if delete {
+        return match data.remove_policy(&s.kind, &s.namespace, &s.name) {
+            Some(_) => Outcome::Deleted,
+            None => Outcome::NotFound,
+        };
+    }
+    let existed = data
+        .policies
+        .iter()
+        .any(|q| q.kind == s.kind && q.namespace == s.namespace && q.name == s.name);
+    match (existed, data.upsert_policy(s.clone())) {
+        (false, _) => Outcome::Created,
+        (true, true) => Outcome::Configured,
+        (true, false) => Outcome::Unchanged,
+    }
+}
+
+fn apply_namespace(
+    data: &mut StateData,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    delete: bool,
+) -> Outcome {
+    if delete {
+        return match data.namespaces.remove(name) {
+            Some(_) => Outcome::Deleted,
+            None => Outcome::NotFound,
+        };
+    }
+    match data.namespaces.insert(name.to_string(), labels.clone()) {
+        None => Outcome::Created,
+        Some(old) if &old == labels => Outcome::Unchanged,
+        Some(_) => Outcome::Configured,
+    }
+}
+
+/// Every namespace the node knows (labelled, or with pods here): pods, labels as selectors see
+/// them (the implicit name label included).
+fn namespaces(data: &StateData) -> BTreeMap<String, (usize, BTreeMap<String, String>)> {
+    let mut out: BTreeMap<String, (usize, BTreeMap<String, String>)> = BTreeMap::new();
+    for (ns, labels) in &data.namespaces {
+        out.entry(ns.clone()).or_default().1.clone_from(labels);
+    }
+    for e in &data.endpoints {
+        out.entry(e.namespace.clone()).or_default().0 += 1;
+    }
+    for (ns, (_, labels)) in out.iter_mut() {
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), ns.clone());
+    }
+    out
+}
+
 fn short(cid: &str) -> String {
     cid.chars().take(12).collect()
 }
@@ -402,7 +611,8 @@ fn main() {
         Cmd::Apply { files } => ctl.apply(files, false),
         Cmd::Delete { files } => ctl.apply(files, true),
         Cmd::Get { what, output } => ctl.get(*what, *output),
-        Cmd::Label { endpoint, labels } => ctl.label(endpoint, labels),
+        Cmd::Label { args, overwrite } => ctl.label(args, *overwrite),
+        Cmd::Ports { pod, ports, none } => ctl.ports(pod, ports, *none),
         Cmd::Explain { from, to, port } => ctl.explain(from, to, port),
         Cmd::Render => ctl.render(),
     };

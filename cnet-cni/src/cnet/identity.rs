@@ -1,6 +1,7 @@
 //! Endpoint identity (pure): namespace, name and labels of a pod from `CNI_ARGS`, the
 //! `args.cni.labels` convention and `runtimeConfig.labels`, plus the implicit labels every
-//! endpoint carries.
+//! endpoint carries; its container ports from `args.cni.ports` and
+//! `runtimeConfig.containerPorts` (see [`crate::cnet::ports`]).
 //!
 //! # Implicit labels
 //! Every endpoint gets, whatever the runtime sends (they override supplied labels of the
@@ -16,6 +17,7 @@
 //! `matchLabels: {cnet.io/name: web}`.
 
 use crate::cnet::conf::LabelSource;
+use crate::cnet::ports::{self, ContainerPort};
 use crate::config::NetConf;
 use crate::env::Env;
 use crate::error::CniError;
@@ -51,6 +53,8 @@ pub struct Identity {
     pub labels: BTreeMap<String, String>,
     /// False when labels come from an outside source and the call supplied none.
     pub labels_known: bool,
+    /// Container ports (`args.cni.ports` then `runtimeConfig.containerPorts`), validated.
+    pub ports: Vec<ContainerPort>,
 }
 
 /// The implicit labels of an endpoint.
@@ -94,6 +98,29 @@ fn runtime_labels(conf: &NetConf) -> Result<Vec<(String, String)>, CniError> {
     }
 }
 
+/// The container ports of a request: `args.cni.ports` and `runtimeConfig.containerPorts`,
+/// joined and validated (codes 6 and 7, see [`crate::cnet::ports`]).
+pub fn request_ports(conf: &NetConf) -> Result<Vec<ContainerPort>, CniError> {
+    let mut out = Vec::new();
+    if let Some(v) = conf
+        .args
+        .as_ref()
+        .and_then(|a| a.cni.as_ref())
+        .and_then(|c| c.extra.get("ports"))
+    {
+        out.extend(ports::parse_ports(v, "args.cni.ports")?);
+    }
+    if let Some(v) = conf
+        .runtime_config
+        .as_ref()
+        .and_then(|r| r.extra.get(ports::CAPABILITY))
+    {
+        out.extend(ports::parse_ports(v, "runtimeConfig.containerPorts")?);
+    }
+    ports::check_unique(&out, "container ports")?;
+    Ok(out)
+}
+
 impl Identity {
     /// The identity of the attachment in a request.
     pub fn from_request(
@@ -127,6 +154,7 @@ impl Identity {
             name,
             labels,
             labels_known,
+            ports: request_ports(conf)?,
         })
     }
 }
@@ -195,6 +223,32 @@ mod tests {
             !id.labels_known,
             "external source, nothing supplied: isolate"
         );
+    }
+
+    #[test]
+    fn ports_from_args_and_runtime_config() {
+        let c = conf(
+            r#","args":{"cni":{"ports":[{"name":"http","containerPort":80}]}},
+               "runtimeConfig":{"containerPorts":[{"name":"dns","containerPort":53,"protocol":"UDP"}]}"#,
+        );
+        let id = Identity::from_request(&env(""), &c, LabelSource::Cni).unwrap();
+        assert_eq!(
+            id.ports,
+            vec![
+                ContainerPort::new(Some("http"), 80, "TCP"),
+                ContainerPort::new(Some("dns"), 53, "UDP")
+            ]
+        );
+        let c = conf(
+            r#","args":{"cni":{"ports":[{"name":"a","containerPort":80}]}},
+               "runtimeConfig":{"containerPorts":[{"name":"a","containerPort":81}]}"#,
+        );
+        let e = Identity::from_request(&env(""), &c, LabelSource::Cni).unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::InvalidNetworkConfig);
+        let c = conf(r#","args":{"cni":{"ports":{"a":1}}}"#);
+        let e = Identity::from_request(&env(""), &c, LabelSource::Cni).unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::DecodingFailure);
+        assert!(e.msg.contains("args.cni.ports"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,9 @@
 //!   record. A stale *pending* record of the same attachment (a killed ADD) is cleaned first.
 //!   Labels an operator set with `cnetctl label` for the pod `namespace/name` are kept in the
 //!   node state apart from the endpoint record and reapplied here, so a restarted container
-//!   (DEL then ADD) keeps them.
+//!   (DEL then ADD) keeps them; likewise container ports set with `cnetctl ports`. The pod's
+//!   container ports come from `args.cni.ports` / `runtimeConfig.containerPorts`
+//!   ([`ports`]); namespace labels from the node state (`cnetctl label namespace`).
 //! - **DEL**: detach (idempotent, no netns needed), then release the lease and forget the
 //!   endpoint. When the links cannot be removed, the lease and record are kept (so the address
 //!   is never handed out while a route to the old pod exists) and the error is returned.
@@ -47,6 +49,7 @@ pub mod conf;
 pub mod identity;
 pub mod ipam_backend;
 pub mod policy;
+pub mod ports;
 pub mod state;
 pub mod trace;
 
@@ -234,9 +237,13 @@ impl CnetPlugin {
         // Operator labels (`cnetctl label`) outlive the record (DEL then ADD on restart).
         let mut labels = id.labels;
         let mut labels_known = id.labels_known;
+        let mut ports = id.ports;
         if let Some(o) = guard.data.pod_label_override(&id.namespace, &id.name) {
             o.apply(&mut labels);
-            labels_known = true;
+            labels_known |= !o.set.is_empty() || !o.removed.is_empty();
+            if let Some(p) = &o.ports {
+                ports.clone_from(p);
+            }
         }
         guard.data.upsert_endpoint(EndpointRecord {
             container_id: cid.to_string(),
@@ -255,6 +262,7 @@ impl CnetPlugin {
             labels_known,
             mode: conf.mode.name().to_string(),
             phase: Phase::Pending,
+            ports,
         });
         // Volatile (no fsync): enough for `kill -9` (see `state`); after a power loss the
         // attachment's links are gone and its lease is found by DEL/GC through the owner. The

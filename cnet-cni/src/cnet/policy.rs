@@ -115,6 +115,7 @@ pub fn engine_state(data: &StateData) -> Result<EngineState, CniError> {
         allow_from_resident_node: true,
         ..EngineState::default()
     };
+    st.namespaces.clone_from(&data.namespaces);
     for r in data.endpoints.iter().filter(|r| !r.addresses.is_empty()) {
         st.namespaces.entry(r.namespace.clone()).or_default();
         st.endpoints.push(StateEndpoint {
@@ -124,6 +125,7 @@ pub fn engine_state(data: &StateData) -> Result<EngineState, CniError> {
             addresses: r.addresses.iter().map(|a| a.ip()).collect(),
             host_ifname: Some(r.host_ifname.clone()),
             pending: !r.labels_known,
+            named_ports: crate::cnet::ports::named_ports(&r.ports),
             ..StateEndpoint::default()
         });
     }
@@ -155,16 +157,37 @@ fn apply_inputs(e: &mut Engine, from: &EngineState, to: &EngineState) -> Result<
             e.remove_endpoint(&id(s));
         }
     }
+    // A namespace gone from the inputs keeps only its implicit name label.
+    for ns in from.namespaces.keys() {
+        if !to.namespaces.contains_key(ns) {
+            e.upsert_namespace(ns, Default::default());
+        }
+    }
     for (ns, labels) in &to.namespaces {
         e.upsert_namespace(ns, labels.clone());
     }
     for s in &to.endpoints {
-        let ep = cnet_policy::Endpoint::new(
+        let mut ep = cnet_policy::Endpoint::new(
             &s.namespace,
             &s.name,
             s.labels.clone(),
             s.addresses.clone(),
         );
+        for (name, (port, proto)) in &s.named_ports {
+            let protocol = cnet_policy::Protocol::parse(proto).ok_or_else(|| {
+                policy_error(format!(
+                    "endpoint {}/{}: named port {name}: protocol {proto:?}",
+                    s.namespace, s.name
+                ))
+            })?;
+            ep.named_ports.insert(
+                name.clone(),
+                cnet_policy::endpoint::NamedPort {
+                    port: *port,
+                    protocol,
+                },
+            );
+        }
         if s.pending {
             e.upsert_pending_endpoint(ep, s.host_ifname.clone());
         } else {
@@ -267,9 +290,10 @@ pub fn check_programmed(dir: &Path, rec: &EndpointRecord) -> Result<(), String> 
         || ep.host_ifname.as_deref() != Some(rec.host_ifname.as_str())
         || ep.labels != rec.labels
         || ep.pending == rec.labels_known
+        || ep.named_ports != crate::cnet::ports::named_ports(&rec.ports)
     {
         return Err(format!(
-            "endpoint {} is programmed with other addresses, interface or labels",
+            "endpoint {} is programmed with other addresses, interface, labels or ports",
             rec.pod()
         ));
     }

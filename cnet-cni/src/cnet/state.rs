@@ -84,6 +84,9 @@ pub struct EndpointRecord {
     pub mode: String,
     /// Life cycle.
     pub phase: Phase,
+    /// Container ports (named ones resolve named-port rules); see [`crate::cnet::ports`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::cnet::ports::ContainerPort>,
 }
 
 fn yes() -> bool {
@@ -153,6 +156,11 @@ pub struct StateData {
     /// such a label stays protected. Removed only by `cnetctl label KEY-`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_labels: BTreeMap<String, LabelOverride>,
+    /// Namespace labels set by an operator (`cnetctl label namespace`, or `cnetctl apply` of a
+    /// `kind: Namespace` object), by namespace name. The implicit
+    /// `kubernetes.io/metadata.name: <name>` is added by the policy engine, not stored here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Operator label changes of one pod (see [`StateData::pod_labels`]).
@@ -164,6 +172,9 @@ pub struct LabelOverride {
     /// Labels removed (`KEY-`): removed again from what the runtime supplies.
     #[serde(default)]
     pub removed: std::collections::BTreeSet<String>,
+    /// Container ports set by an operator (`cnetctl ports`): replace what the runtime supplies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<crate::cnet::ports::ContainerPort>>,
 }
 
 impl LabelOverride {
@@ -476,6 +487,7 @@ mod tests {
             labels_known: true,
             mode: "transparent".into(),
             phase: Phase::Pending,
+            ports: Vec::new(),
         }
     }
 
