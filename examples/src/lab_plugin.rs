@@ -10,18 +10,13 @@
 //! skip reasons are the kernel oracle's ([`crate::lab`]). On drop every pod is deleted with
 //! `cnet` DEL, then the namespaces and the state directory go.
 //!
-//! What CNI cannot carry: the plugin's node state has no namespace objects (a namespace has
-//! only its implicit `kubernetes.io/metadata.name` label) and no container ports (a CNI call
-//! has no named ports). When a record gives a namespace other labels, or a pod named ports,
-//! the lab supplies them by reprogramming the node from the plugin's node state with
-//! [`cnet_cni::cnet::policy::engine_for`] plus those inputs (under the node state lock; the
-//! plugin's last programmed snapshot is dropped, so its next call rebuilds the table from the
-//! state). [`PluginLab::supplemented`] says whether that happened.
+//! Namespace labels beyond the implicit `kubernetes.io/metadata.name` go to the node as
+//! `kind: Namespace` objects in the same `cnetctl apply -f`; pods' container ports (named ones
+//! resolve named-port rules) go to the plugin at ADD as `args.cni.ports` in the Kubernetes
+//! `ContainerPort` shape. Nothing reaches the node except through the two binaries.
 
 use crate::lab::{LabMode, bridge_subnet, explained, node_for, run_parallel_with, skip_all};
 use crate::runner::{Oracle, PreparedRecord, ProbeResult};
-use cnet_cni::cnet::policy::{PROGRAMMED_FILE, engine_for};
-use cnet_cni::cnet::state::NodeState;
 use cnet_policy::endpoint::NAMESPACE_NAME_LABEL;
 use cnet_testsupport::NetNs;
 use ipnetwork::IpNetwork;
@@ -99,7 +94,6 @@ pub struct PluginLab {
     added: Vec<(String, Value, String)>,
     bins: Binaries,
     dir: tempfile::TempDir,
-    supplemented: bool,
 }
 
 impl std::fmt::Debug for PluginLab {
@@ -203,7 +197,6 @@ impl PluginLab {
             added: Vec::new(),
             bins: bins.clone(),
             dir,
-            supplemented: false,
         };
         let mut base = json!({
             "cniVersion": "1.1.0", "name": NETWORK, "type": "cnet", "mtu": 1500,
@@ -232,7 +225,19 @@ impl PluginLab {
                 .iter()
                 .map(|(k, v)| json!({"key": k, "value": v}))
                 .collect();
-            conf["args"] = json!({"cni": {"labels": labels}});
+            let ports: Vec<Value> = p
+                .ports
+                .iter()
+                .map(|q| {
+                    let mut port =
+                        json!({"containerPort": q.port, "protocol": q.protocol.to_string()});
+                    if let Some(n) = &q.name {
+                        port["name"] = json!(n);
+                    }
+                    port
+                })
+                .collect();
+            conf["args"] = json!({"cni": {"labels": labels, "ports": ports}});
             let cid = format!("lab{i}-{}-{}", p.id.namespace, p.id.name);
             let args = format!(
                 "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};IP={}",
@@ -254,17 +259,10 @@ impl PluginLab {
             return Err(e);
         }
         me.apply_policies(rec)?;
-        me.supplemented = me.supplement(rec)?;
         if let Some(lab) = me.lab.as_mut() {
             lab.start(rec)?;
         }
         Ok(me)
-    }
-
-    /// Whether namespace labels or named ports had to be supplied outside the plugin (see the
-    /// module docs).
-    pub fn supplemented(&self) -> bool {
-        self.supplemented
     }
 
     /// The running lab (servers, namespaces).
@@ -288,6 +286,17 @@ impl PluginLab {
         let files = self.dir.path().join("policies");
         std::fs::create_dir_all(&files).map_err(|e| format!("{}: {e}", files.display()))?;
         let mut docs: Vec<Value> = Vec::new();
+        // Namespaces with labels beyond their name, as the Namespace objects a user has.
+        for (ns, labels) in &rec.inventory.namespaces {
+            let extra: std::collections::BTreeMap<&String, &String> = labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != NAMESPACE_NAME_LABEL)
+                .collect();
+            if !extra.is_empty() {
+                docs.push(json!({"apiVersion": "v1", "kind": "Namespace",
+                                 "metadata": {"name": ns, "labels": extra}}));
+            }
+        }
         for p in &rec.policies {
             docs.push(serde_json::to_value(p).map_err(|e| e.to_string())?);
         }
@@ -309,81 +318,6 @@ impl PluginLab {
             &["--state-dir", &state, "apply", "-f", &files],
         )
         .map(|_| ())
-    }
-
-    /// Namespace labels beyond the implicit name label and pods' named ports (see the module
-    /// docs); returns whether there were any.
-    fn supplement(&self, rec: &PreparedRecord) -> Result<bool, String> {
-        let ns_labels = rec.inventory.namespaces.iter().any(|(ns, labels)| {
-            labels
-                .iter()
-                .any(|(k, v)| k != NAMESPACE_NAME_LABEL || v != ns)
-        });
-        let named = rec
-            .policies
-            .iter()
-            .filter_map(|p| serde_json::to_value(p).ok())
-            .chain(
-                rec.admin_policies
-                    .iter()
-                    .filter_map(|p| serde_json::to_value(p).ok()),
-            )
-            .any(|v| names_a_port(&v));
-        if !ns_labels && !named {
-            return Ok(false);
-        }
-        let dir = self.state_dir();
-        let state = NodeState::new(&dir, Duration::from_secs(10));
-        let guard = state.lock().map_err(|e| format!("node state: {e:?}"))?;
-        let mut engine = engine_for(&guard.data).map_err(|e| format!("node state: {e:?}"))?;
-        for (ns, labels) in &rec.inventory.namespaces {
-            engine.upsert_namespace(ns, labels.clone());
-        }
-        for r in guard.data.endpoints.iter().filter(|r| r.labels_known) {
-            let Some(ep) = rec
-                .inventory
-                .endpoints
-                .values()
-                .find(|e| e.namespace == r.namespace && e.name == r.name && !e.host_network)
-            else {
-                continue;
-            };
-            if ep.named_ports.is_empty() {
-                continue;
-            }
-            let mut with_ports = cnet_policy::Endpoint::new(
-                &r.namespace,
-                &r.name,
-                r.labels.clone(),
-                r.addresses.iter().map(IpNetwork::ip).collect(),
-            );
-            with_ports.named_ports = ep.named_ports.clone();
-            engine.upsert_endpoint(with_ports, Some(r.host_ifname.clone()));
-        }
-        let _ = std::fs::remove_file(dir.join(PROGRAMMED_FILE));
-        self.node()?
-            .in_netns(|| {
-                engine.sync().or_else(|_| {
-                    engine.forget_programmed();
-                    engine.sync()
-                })
-            })
-            .map_err(|e| format!("namespace labels and named ports: {e}"))?;
-        drop(guard);
-        Ok(true)
-    }
-}
-
-/// Whether a policy object refers to a port by name (`ports[].port` a string, or an admin
-/// policy's `namedPort`).
-fn names_a_port(v: &Value) -> bool {
-    match v {
-        Value::Object(m) => m.iter().any(|(k, x)| {
-            ((k == "port" || k == "namedPort" || k == "destinationNamedPort") && x.is_string())
-                || names_a_port(x)
-        }),
-        Value::Array(a) => a.iter().any(names_a_port),
-        _ => false,
     }
 }
 
@@ -440,23 +374,4 @@ pub fn run_records_parallel(
     opts: &crate::runner::RunOptions,
 ) -> crate::runner::Report {
     run_parallel_with(inputs, opts, || PluginOracle::new(mode))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names_a_port;
-    use serde_json::json;
-
-    #[test]
-    fn named_port_references_are_found() {
-        let np = json!({"spec": {"ingress": [{"ports": [{"port": "http", "protocol": "TCP"}]}]}});
-        assert!(names_a_port(&np));
-        let numeric = json!({"spec": {"ingress": [{"ports": [{"port": 80}]}], "egress": []}});
-        assert!(!names_a_port(&numeric));
-        let anp =
-            json!({"spec": {"egress": [{"ports": [{"namedPort": "dns", "portNumber": null}]}]}});
-        assert!(names_a_port(&anp));
-        let anp_none = json!({"spec": {"egress": [{"ports": [{"namedPort": null}]}]}});
-        assert!(!names_a_port(&anp_none));
-    }
 }
