@@ -94,6 +94,6 @@ pub use netns::Netns;
 pub use plan::{EndpointPlan, V4_LINK_GATEWAY, V6_LINK_GATEWAY};
 pub use shell::{FALLBACK_MTU, gc, list_attachments};
 pub use spec::{
-    EndpointSpec, MacAddr, OWNER_PREFIX, derived_mac, fnv1a64, host_ifname, owner_alias,
+    EndpointSpec, MacAddr, OWNER_PREFIX, PodRoute, derived_mac, fnv1a64, host_ifname, owner_alias,
     parse_owner_alias, validate_ifname,
 };

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnetwork::IpNetwork;
 
 use crate::error::{Error, Side};
-use crate::spec::{EndpointSpec, MacAddr, derived_mac, invalid};
+use crate::spec::{EndpointSpec, MacAddr, PodRoute, derived_mac, invalid};
 
 /// The IPv4 gateway of transparent mode: link-local, answered by a permanent neighbour entry.
 pub const V4_LINK_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -210,6 +210,33 @@ fn default_route(v6: bool) -> IpNetwork {
     IpNetwork::new(any, 0).unwrap_or(IpNetwork::from(any))
 }
 
+/// The prefix with its host bits cleared (the kernel refuses a route to `10.96.0.1/12`).
+fn network_of(n: IpNetwork) -> IpNetwork {
+    IpNetwork::new(n.network(), n.prefix()).unwrap_or(n)
+}
+
+/// The spec's extra routes on the pod side, each through `gateway_for(route)`.
+fn extra_routes(
+    spec: &EndpointSpec,
+    pod_ifname: &str,
+    gateway_for: impl Fn(usize, &PodRoute) -> Result<IpAddr, Error>,
+) -> Result<Vec<RoutePlan>, Error> {
+    let mut out: Vec<RoutePlan> = Vec::new();
+    for (i, r) in spec.routes.iter().enumerate() {
+        let plan = RoutePlan {
+            side: Side::Pod,
+            ifname: pod_ifname.to_string(),
+            destination: network_of(r.destination),
+            gateway: Some(gateway_for(i, r)?),
+            scope_link: false,
+        };
+        if !out.iter().any(|o| o.destination == plan.destination) {
+            out.push(plan);
+        }
+    }
+    Ok(out)
+}
+
 fn host_net(ip: IpAddr) -> IpNetwork {
     IpNetwork::from(ip)
 }
@@ -266,7 +293,9 @@ fn veth(spec: &EndpointSpec, mtu: u32, master: Option<String>) -> VethPlan {
         host: spec.host_ifname(),
         host_mac: derived_mac("host", &spec.container_id, &spec.ifname),
         pod: spec.ifname.clone(),
-        pod_mac: derived_mac("pod", &spec.container_id, &spec.ifname),
+        pod_mac: spec
+            .mac
+            .unwrap_or_else(|| derived_mac("pod", &spec.container_id, &spec.ifname)),
         mtu,
         master,
         host_alias: spec.owner_alias(),
@@ -332,6 +361,21 @@ pub fn plan_bridge(
             });
         }
     }
+    routes.extend(extra_routes(spec, &veth.pod, |i, r| {
+        let v4 = r.destination.is_ipv4();
+        match r.gateway {
+            Some(g) if spec.addresses.iter().any(|a| a.contains(g)) => Ok(g),
+            Some(g) => Err(invalid(
+                &format!("routes[{i}]"),
+                &format!("gateway {g} is not on the pod's subnet"),
+            )),
+            None => gateways
+                .iter()
+                .copied()
+                .find(|g| g.is_ipv4() == v4)
+                .ok_or_else(|| invalid(&format!("routes[{i}]"), "no gateway of its family")),
+        }
+    })?);
     let mut sysctls = global_forwarding(spec);
     let nf = if br_netfilter { "1" } else { "0" };
     // With the value 0 a missing key (br_netfilter absent) already means what we want.
@@ -443,6 +487,14 @@ pub fn plan_transparent(spec: &EndpointSpec, mtu: u32) -> Result<EndpointPlan, E
             mac: None,
         });
     }
+    // Every pod route leads to the node: through the family's link-local gateway.
+    routes.extend(extra_routes(spec, &veth.pod, |_, r| {
+        Ok(if r.destination.is_ipv4() {
+            IpAddr::V4(V4_LINK_GATEWAY)
+        } else {
+            IpAddr::V6(V6_LINK_GATEWAY)
+        })
+    })?);
     for a in &spec.addresses {
         routes.push(RoutePlan {
             side: Side::Node,
@@ -724,5 +776,87 @@ mod tests {
         let s = spec(&[]);
         assert!(plan_transparent(&s, 1500).is_err());
         assert!(plan_bridge(&s, "cbr0", false, 1500).is_err());
+    }
+
+    #[test]
+    fn mac_and_extra_routes_transparent() {
+        let mut s = spec(&["10.1.0.5/24", "fd00::5/64"]);
+        s.mac = Some("02:00:00:aa:bb:cc".parse().expect("mac"));
+        s.routes = vec![
+            PodRoute {
+                destination: net("10.96.0.1/12"),
+                gateway: Some(ip("10.1.0.1")),
+            },
+            PodRoute {
+                destination: net("fd10::/64"),
+                gateway: None,
+            },
+        ];
+        let p = plan_transparent(&s, 1500).expect("plan");
+        assert_eq!(p.veth.pod_mac, MacAddr([2, 0, 0, 0xaa, 0xbb, 0xcc]));
+        let r: Vec<String> = p.routes_on(Side::Pod).map(|r| r.to_string()).collect();
+        assert!(
+            r.contains(&"10.96.0.0/12 via 169.254.1.1 dev eth0".to_string()),
+            "{r:?}"
+        );
+        assert!(
+            r.contains(&"fd10::/64 via fe80::1 dev eth0".to_string()),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn extra_routes_bridge_and_invalid_ones() {
+        let mut s = spec(&["10.1.0.5/24"]);
+        s.routes = vec![
+            PodRoute {
+                destination: net("10.96.0.0/12"),
+                gateway: None,
+            },
+            PodRoute {
+                destination: net("192.168.7.0/24"),
+                gateway: Some(ip("10.1.0.254")),
+            },
+        ];
+        let p = plan_bridge(&s, "br0", false, 1500).expect("plan");
+        let r: Vec<String> = p.routes_on(Side::Pod).map(|r| r.to_string()).collect();
+        assert_eq!(
+            r,
+            vec![
+                "default via 10.1.0.1 dev eth0",
+                "10.96.0.0/12 via 10.1.0.1 dev eth0",
+                "192.168.7.0/24 via 10.1.0.254 dev eth0"
+            ]
+        );
+        let bad = |routes: Vec<PodRoute>, mac: Option<&str>| {
+            let mut s = spec(&["10.1.0.5/24"]);
+            s.routes = routes;
+            s.mac = mac.map(|m| m.parse().expect("mac"));
+            plan_bridge(&s, "br0", false, 1500).is_err()
+                && (s.routes.iter().any(|r| r.gateway.is_some())
+                    || plan_transparent(&s, 1500).is_err())
+        };
+        let route = |d: &str, g: Option<&str>| PodRoute {
+            destination: net(d),
+            gateway: g.map(ip),
+        };
+        assert!(bad(vec![route("0.0.0.0/0", None)], None), "default");
+        assert!(bad(vec![route("fd10::/64", None)], None), "no v6 address");
+        assert!(
+            bad(vec![route("10.9.0.0/16", Some("fd00::1"))], None),
+            "family"
+        );
+        assert!(
+            bad(vec![route("10.9.0.0/16", Some("10.2.0.1"))], None),
+            "off-link"
+        );
+        assert!(bad(vec![], Some("01:00:5e:00:00:01")), "multicast MAC");
+        assert!(bad(vec![], Some("00:00:00:00:00:00")), "zero MAC");
+        assert!("02:00:00:00:00".parse::<MacAddr>().is_err());
+        assert!("02:00:00:00:00:zz".parse::<MacAddr>().is_err());
+        assert_eq!(
+            "02-42-AC-11-00-02".parse::<MacAddr>(),
+            Ok(MacAddr([2, 0x42, 0xac, 0x11, 0, 2]))
+        );
     }
 }

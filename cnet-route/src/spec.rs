@@ -27,6 +27,23 @@ pub struct EndpointSpec {
     pub gateways: Vec<IpAddr>,
     /// MTU of both veth ends; `None` = the node uplink's MTU (fallback 1500).
     pub mtu: Option<u32>,
+    /// MAC of the pod end (e.g. CNI `runtimeConfig.mac`); `None` = derived from the
+    /// attachment ([`derived_mac`]). Must be unicast and not all zeros.
+    pub mac: Option<MacAddr>,
+    /// Routes to install in the pod besides the default route per family (e.g. an IPAM's
+    /// routes). Transparent mode sends each through the family's link-local gateway (the
+    /// node routes everything); bridge mode uses the route's gateway, which must be on the
+    /// pod's subnet, or the family's gateway.
+    pub routes: Vec<PodRoute>,
+}
+
+/// A route for the pod's routing table (see [`EndpointSpec::routes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodRoute {
+    /// Destination prefix (not a default route; host bits are ignored).
+    pub destination: IpNetwork,
+    /// Next hop, when the route names one.
+    pub gateway: Option<IpAddr>,
 }
 
 impl EndpointSpec {
@@ -44,6 +61,8 @@ impl EndpointSpec {
             addresses,
             gateways: Vec::new(),
             mtu: None,
+            mac: None,
+            routes: Vec::new(),
         }
     }
 
@@ -105,6 +124,30 @@ impl EndpointSpec {
             && !(68..=65535).contains(&m)
         {
             return Err(invalid("mtu", "must be within 68..=65535"));
+        }
+        if let Some(m) = self.mac
+            && (m.0[0] & 0x01 != 0 || m.0 == [0; 6])
+        {
+            return Err(invalid("mac", &format!("{m} is not a unicast address")));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let field = format!("routes[{i}]");
+            let v4 = r.destination.is_ipv4();
+            if r.destination.prefix() == 0 {
+                return Err(invalid(
+                    &field,
+                    "default routes come from the gateways, not from routes",
+                ));
+            }
+            if !self.addresses.iter().any(|a| a.is_ipv4() == v4) {
+                return Err(invalid(
+                    &field,
+                    "the pod has no address of the route's family",
+                ));
+            }
+            if r.gateway.is_some_and(|g| g.is_ipv4() != v4) {
+                return Err(invalid(&field, "gateway of another address family"));
+            }
         }
         Ok(())
     }
@@ -185,6 +228,27 @@ impl fmt::Display for MacAddr {
             "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             b[0], b[1], b[2], b[3], b[4], b[5]
         )
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+
+    /// Six hexadecimal octets separated by `:` or `-` (`02:42:ac:11:00:02`).
+    fn from_str(s: &str) -> Result<MacAddr, String> {
+        let bad = || format!("MAC {s:?}: expected six hex octets like 02:42:ac:11:00:02");
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 6];
+        for (o, p) in out.iter_mut().zip(parts) {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        Ok(MacAddr(out))
     }
 }
 

@@ -16,8 +16,12 @@
 //! ```
 //! `ipam.type` `cnet-ipam` runs in-process; any other IPAM plugin is executed from `CNI_PATH`
 //! with ADD, DEL, CHECK, GC and STATUS forwarded. `capabilities` is for the runtime:
-//! `runtimeConfig.ips` reaches the IPAM, `portMappings` passes through to a chained `portmap`.
-//! `runtimeConfig.mac` is not applied (cnet derives MACs from the attachment).
+//! `runtimeConfig.ips` reaches the IPAM, `portMappings` passes through to a chained `portmap`,
+//! `runtimeConfig.mac` (capability `mac`) becomes the pod interface's MAC (otherwise derived
+//! from the attachment; a multicast or malformed MAC is error 7), `runtimeConfig.containerPorts`
+//! (capability `containerPorts`) gives the pod's container ports ([`ports`]). Routes the IPAM
+//! returns besides default routes are installed in the pod (transparent mode: through the
+//! link-local gateway; bridge mode: through their gateway, on the pod's subnet) and reported.
 //!
 //! # Commands
 //! - **ADD**: lock the node state → record the endpoint as *pending* (intent) → allocate →
@@ -137,6 +141,45 @@ fn intra(conf: &CnetConf) -> Box<dyn IntraNode> {
             Box::new(m)
         }
     }
+}
+
+/// `runtimeConfig.mac` (the `mac` capability) as the pod interface's MAC; code 7 when it is
+/// not a unicast MAC.
+fn requested_mac(req: &Request) -> Result<Option<cnet_route::MacAddr>, CniError> {
+    let Some(text) = req
+        .config
+        .runtime_config
+        .as_ref()
+        .and_then(|r| r.mac.as_ref())
+    else {
+        return Ok(None);
+    };
+    let mac: cnet_route::MacAddr = text
+        .parse()
+        .map_err(|e| CniError::invalid_config(format!("runtimeConfig.mac: {e}")))?;
+    if mac.0[0] & 0x01 != 0 || mac.0 == [0; 6] {
+        return Err(CniError::invalid_config(format!(
+            "runtimeConfig.mac: {text:?} is not a unicast MAC"
+        )));
+    }
+    Ok(Some(mac))
+}
+
+/// The IPAM's routes other than default routes, for the families the pod has addresses in.
+fn ipam_routes(ipam: &CniResult) -> Vec<cnet_route::PodRoute> {
+    ipam.routes
+        .iter()
+        .filter(|r| r.dst.prefix() != 0)
+        .filter(|r| {
+            ipam.ips
+                .iter()
+                .any(|i| i.address.is_ipv4() == r.dst.is_ipv4())
+        })
+        .map(|r| cnet_route::PodRoute {
+            destination: r.dst,
+            gateway: r.gw.filter(|g| g.is_ipv4() == r.dst.is_ipv4()),
+        })
+        .collect()
 }
 
 fn node() -> Result<Node, CniError> {
@@ -293,7 +336,9 @@ impl CnetPlugin {
                 "cnet: IPAM returned no address for the pod",
             ));
         }
-        let spec = spec_of(req, conf, &ipam);
+        let mut spec = spec_of(req, conf, &ipam);
+        spec.mac = requested_mac(req)?;
+        spec.routes = ipam_routes(&ipam);
         let mode = intra(conf);
         let plan = mode
             .plan(&spec, conf.mtu.unwrap_or(cnet_route::FALLBACK_MTU))
@@ -371,6 +416,7 @@ impl Plugin for CnetPlugin {
         req.env.args.check_known(&KNOWN_CNI_ARGS)?;
         let conf = Self::conf(req)?;
         let id = Identity::from_request(&req.env, &req.config, conf.policy.labels)?;
+        requested_mac(req)?;
         check_netns(req)?;
         self.trace.phase("parse");
         let mut guard = Self::lock(&conf)?;
