@@ -102,9 +102,7 @@ fn lifecycle(mode: &str) {
     // bind mounts, port mappings.
     lab.sh.run("podman rm -f -t 0 a b");
     // (The bridge is the network's shared infrastructure and stays, as with `bridge`.)
-    let left: Vec<String> = lab
-        .node
-        .snapshot()
+    let left: Vec<String> = settled_snapshot(&lab.node)
         .lines()
         .filter(|l| !l.contains("cnetpm0"))
         .map(str::to_string)
@@ -291,6 +289,6 @@ fn podman_network_disconnect_connect_reload() {
     let node: IpAddr = lab.node.addr4.into();
     assert_eq!(nc(&lab.underlay.ns, node, 8080), "hi-b");
     lab.sh.run("podman rm -f -t 0 a b");
-    assert_eq!(lab.node.snapshot(), lab.baseline);
+    assert_eq!(settled_snapshot(&lab.node), lab.baseline);
     assert!(lab.leases(&conf["plugins"][0]["ipam"]).is_empty());
 }

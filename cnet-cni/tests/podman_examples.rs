@@ -251,7 +251,7 @@ impl Cri {
     }
 
     fn assert_clean(&self) {
-        assert_eq!(self.node.snapshot(), self.baseline);
+        assert_eq!(podman_lab::settled_snapshot(&self.node), self.baseline);
         let st: Value = serde_json::from_slice(
             &std::fs::read(self.dir.path().join("state/cnet/state.json")).unwrap(),
         )

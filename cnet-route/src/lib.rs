@@ -77,6 +77,11 @@
 //!   address, route and neighbour entry on either end with it. Its time is dominated by the
 //!   kernel's synchronous netdev unregister (an RCU barrier, ~10–20 ms here), the same floor
 //!   every veth-based plugin pays.
+//! - **Deferred teardown** ([`retire`], [`reap`], [`reap_retired`]): a caller that must not
+//!   wait for that unregister retires the host end instead — down (the kernel drops every
+//!   route, neighbour and proxy entry through it) and renamed to `cnetx…` — and deletes the
+//!   pair later. Attach deletes a retired pair of the same attachment when it holds the pod
+//!   end's name (EEXIST), detach deletes it too.
 
 pub mod check;
 mod error;
@@ -84,6 +89,7 @@ mod mode;
 pub mod netns;
 mod nl;
 pub mod plan;
+pub mod retire;
 mod shell;
 mod spec;
 
@@ -92,6 +98,7 @@ pub use error::{Error, Errors, Side};
 pub use mode::{Attachment, BridgeMode, HostLink, IntraNode, Node, TransparentMode};
 pub use netns::Netns;
 pub use plan::{EndpointPlan, V4_LINK_GATEWAY, V6_LINK_GATEWAY};
+pub use retire::{RETIRED_PREFIX, reap, reap_retired, retire, retired_ifname};
 pub use shell::{FALLBACK_MTU, gc, list_attachments};
 pub use spec::{
     EndpointSpec, MacAddr, OWNER_PREFIX, PodRoute, derived_mac, fnv1a64, host_ifname, owner_alias,

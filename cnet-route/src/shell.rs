@@ -88,7 +88,15 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
                 None => uplink_mtu(&node_nl, mode.uplink()).await?,
             };
             let plan = mode.plan(spec, mtu)?;
-            attach_plan(&node_nl, &pod_nl, ns, &pod_ns, plan).await
+            attach_plan(
+                &node_nl,
+                &pod_nl,
+                ns,
+                &pod_ns,
+                plan,
+                (&spec.container_id, &spec.ifname),
+            )
+            .await
         })
     })?
 }
@@ -164,6 +172,7 @@ async fn attach_plan(
     node_ns: &Netns,
     pod_ns: &Netns,
     plan: EndpointPlan,
+    owner: (&str, &str),
 ) -> Result<Attachment, Error> {
     // Node-wide settings and the shared bridge are infrastructure: not undone on failure.
     for s in plan.sysctls.iter().filter(|s| s.interface.is_none()) {
@@ -176,7 +185,17 @@ async fn attach_plan(
     let v = &plan.veth;
     // The host end is created down: per-interface sysctls (accept_dad) must be set before it
     // goes up, and its owner alias is set in the same request that sets it up.
-    let echoed = match node.create_veth(v, master, pod_ns.as_fd()).await {
+    let mut created = node.create_veth(v, master, pod_ns.as_fd()).await;
+    if created
+        .as_ref()
+        .is_err_and(|e| nl_errno(e) == Some(libc::EEXIST))
+        && crate::retire::remove_retired(node, owner.0, owner.1).await?
+    {
+        // The pod end's name was held by a retired pair of this same attachment (a deferred
+        // teardown not reaped yet): now deleted, create again.
+        created = node.create_veth(v, master, pod_ns.as_fd()).await;
+    }
+    let echoed = match created {
         Ok(indexes) => indexes,
         Err(e) => {
             if nl_errno(&e) == Some(libc::EEXIST) {
@@ -277,7 +296,7 @@ async fn configure(
     Ok(pod_index)
 }
 
-fn owned_by(l: &crate::check::ObservedLink, container_id: &str, ifname: &str) -> bool {
+pub(crate) fn owned_by(l: &crate::check::ObservedLink, container_id: &str, ifname: &str) -> bool {
     match &l.alias {
         Some(a) => *a == owner_alias(container_id, ifname),
         // A link whose attach failed before the alias was set: its MAC, derived from the
@@ -321,8 +340,9 @@ pub(crate) fn detach(node: &Node, spec: &EndpointSpec) -> Result<(), Errors> {
         rt.block_on(async {
             let nl = Nl::connect(fd, Side::Node)?;
             // A host end that is gone (already detached, or its pod netns was deleted) is
-            // success.
-            remove_host(&nl, &spec.container_id, &spec.ifname)
+            // success. A retired pair of the attachment (deferred teardown) goes too.
+            remove_host(&nl, &spec.container_id, &spec.ifname).await?;
+            crate::retire::remove_retired(&nl, &spec.container_id, &spec.ifname)
                 .await
                 .map(|_| ())
         })

@@ -36,11 +36,17 @@
 //! - **DEL**: detach (idempotent, no netns needed), then release the lease and forget the
 //!   endpoint. When the links cannot be removed, the lease and record are kept (so the address
 //!   is never handed out while a route to the old pod exists) and the error is returned.
+//!   By default (`"teardown": "deferred"`) detach *retires* the host end (down, so no route,
+//!   neighbour entry or bridge forwarding is left; renamed out of the way) and a detached
+//!   reaper deletes the veth pair after DEL returned; `"teardown": "sync"` deletes it inside
+//!   DEL. See [`teardown`] for the design and why it is safe.
 //! - **CHECK**: the record, `prevResult` (our interface and addresses, later plugins' additions
 //!   ignored), the lease, and the kernel state (MTU changes on the pod side, e.g. by `tuning`,
 //!   are tolerated).
 //! - **GC**: every recorded attachment of this network that is not in
-//!   `cni.dev/valid-attachments` is detached and forgotten; the IPAM collects leases likewise.
+//!   `cni.dev/valid-attachments` is detached and forgotten; the IPAM collects leases likewise;
+//!   every retired veth pair of the node (a deferred teardown whose reaper never ran) is
+//!   deleted.
 //! - **STATUS**: 50 when the pool is exhausted or the node state is unusable.
 //!
 //! # Error codes
@@ -55,6 +61,7 @@ pub mod ipam_backend;
 pub mod policy;
 pub mod ports;
 pub mod state;
+pub mod teardown;
 pub mod trace;
 
 use crate::config::GcAttachment;
@@ -98,6 +105,7 @@ impl PolicySync for NoPolicy {
 pub struct CnetPlugin {
     policy: Box<dyn PolicySync>,
     trace: trace::Trace,
+    reaper: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for CnetPlugin {
@@ -109,7 +117,7 @@ impl std::fmt::Debug for CnetPlugin {
 impl Default for CnetPlugin {
     /// The plugin with nftables policy ([`policy::EngineSync`]).
     fn default() -> Self {
-        CnetPlugin::new(Box::new(policy::EngineSync))
+        CnetPlugin::new(Box::new(policy::EngineSync::default()))
     }
 }
 
@@ -214,6 +222,31 @@ impl CnetPlugin {
         CnetPlugin {
             policy,
             trace: trace::Trace::off(),
+            reaper: None,
+        }
+    }
+
+    /// Let deferred teardowns ([`teardown`]) start `exe reap <container_id> <ifname>` as a
+    /// detached reaper (the `cnet` binary passes itself, `/proc/self/exe`). Without one, DEL
+    /// deletes the retired veth pair itself before it returns.
+    pub fn with_reaper(mut self, exe: impl Into<std::path::PathBuf>) -> CnetPlugin {
+        self.reaper = Some(exe.into());
+        self
+    }
+
+    /// Delete a retired pair: hand it to the reaper, or do it here (no reaper configured, or
+    /// it could not be started).
+    fn reap(&self, req: &Request) {
+        let (cid, ifname) = req.owner();
+        if let Some(exe) = &self.reaper
+            && teardown::spawn_reaper(exe, cid, ifname).is_ok()
+        {
+            return;
+        }
+        // Best effort: a retired pair left behind is deleted by the next ADD that needs its
+        // name, a repeated DEL, or GC.
+        if let Ok(node) = node() {
+            let _ = cnet_route::reap(&node, cid, ifname);
         }
     }
 
@@ -399,6 +432,68 @@ impl CnetPlugin {
             dns: conf.dns.clone().unwrap_or(ipam.dns),
         })
     }
+
+    /// DEL under the lock: release the lease, forget the endpoint, sync policy, commit.
+    fn del_locked(&mut self, req: &Request, conf: &CnetConf) -> Result<(), CniError> {
+        let conf = conf.clone();
+        let mut guard = Self::lock(&conf)?;
+        self.trace.phase("lock");
+        let released = Ipam::new(&conf.ipam).del(req);
+        self.trace.phase("ipam");
+        let removed = guard
+            .data
+            .remove_endpoint(&req.env.container_id, &req.env.ifname);
+        if removed.is_some() {
+            let synced = self.sync(&conf, &guard.data);
+            self.trace.phase("policy");
+            // Volatile: a power loss that undoes it leaves a record of links that died with
+            // the node; DEL again or GC removes it.
+            guard.commit_volatile()?;
+            self.trace.phase("commit");
+            synced?;
+        }
+        released
+    }
+
+    /// GC of the recorded attachments (links, records, leases, policy).
+    fn gc_records(&mut self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
+        let conf = Self::conf(req)?;
+        let mut guard = Self::lock(&conf)?;
+        let node = node()?;
+        let mode = intra(&conf);
+        let mut keep: Vec<GcAttachment> = valid.to_vec();
+        let mut first_error = None;
+        let stale: Vec<EndpointRecord> = guard
+            .data
+            .endpoints
+            .iter()
+            .filter(|r| !valid.iter().any(|v| r.is(&v.container_id, &v.ifname)))
+            .cloned()
+            .collect();
+        for r in &stale {
+            let spec = EndpointSpec::new(r.container_id.clone(), r.ifname.clone(), "", Vec::new());
+            match mode.detach(&node, &spec) {
+                Ok(()) => {
+                    guard.data.remove_endpoint(&r.container_id, &r.ifname);
+                }
+                Err(e) => {
+                    keep.push(GcAttachment {
+                        container_id: r.container_id.clone(),
+                        ifname: r.ifname.clone(),
+                    });
+                    first_error.get_or_insert(route_errors(&e));
+                }
+            }
+        }
+        let ipam = Ipam::new(&conf.ipam).gc(req, &keep);
+        let synced = self.sync(&conf, &guard.data);
+        guard.commit_volatile()?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        ipam?;
+        synced
+    }
 }
 
 fn check_netns(req: &Request) -> Result<(), CniError> {
@@ -427,33 +522,36 @@ impl Plugin for CnetPlugin {
     fn del(&mut self, req: &Request) -> Result<(), CniError> {
         self.trace = trace::Trace::new("DEL");
         let conf = Self::conf(req)?;
+        let mode = teardown::Teardown::from_config(&req.config)?;
         self.trace.phase("parse");
-        // Links first, outside the lock (the kernel's unregister is the slow part): the lease
-        // is released only once no route can lead to the old pod.
+        // Links first, outside the lock: the lease is released only once no route can lead to
+        // the old pod. Deferred (default): the host end goes down and out of the way now (no
+        // route, neighbour entry or bridge forwarding is left), and the kernel's slow
+        // unregister of the pair happens after the state is committed, in a reaper (see
+        // `teardown`).
         let spec = spec_of(req, &conf, &CniResult::default());
-        intra(&conf)
-            .detach(&node()?, &spec)
-            .map_err(|e| route_errors(&e))?;
-        self.trace.phase("detach");
-        let mut guard = Self::lock(&conf)?;
-        self.trace.phase("lock");
-        let released = Ipam::new(&conf.ipam).del(req);
-        self.trace.phase("ipam");
-        let removed = guard
-            .data
-            .remove_endpoint(&req.env.container_id, &req.env.ifname);
-        if removed.is_some() {
-            let synced = self.sync(&conf, &guard.data);
-            self.trace.phase("policy");
-            // Volatile: a power loss that undoes it leaves a record of links that died with
-            // the node; DEL again or GC removes it.
-            guard.commit_volatile()?;
-            self.trace.phase("commit");
-            synced?;
+        let retired = match mode {
+            teardown::Teardown::Sync => {
+                intra(&conf)
+                    .detach(&node()?, &spec)
+                    .map_err(|e| route_errors(&e))?;
+                self.trace.phase("detach");
+                false
+            }
+            teardown::Teardown::Deferred => {
+                let r = cnet_route::retire(&node()?, &spec).map_err(|e| route_errors(&e))?;
+                self.trace.phase("retire");
+                r.is_some()
+            }
+        };
+        let result = self.del_locked(req, &conf);
+        if retired {
+            // After the policy sync: the reaper inherits the nftables socket (see `teardown`).
+            self.reap(req);
+            self.trace.phase("reaper");
         }
-        released
+        result
     }
-
     fn check(&mut self, req: &Request) -> Result<(), CniError> {
         let conf = Self::conf(req)?;
         check_netns(req)?;
@@ -546,44 +644,15 @@ impl Plugin for CnetPlugin {
     }
 
     fn gc(&mut self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
-        let conf = Self::conf(req)?;
-        let mut guard = Self::lock(&conf)?;
-        let node = node()?;
-        let mode = intra(&conf);
-        let mut keep: Vec<GcAttachment> = valid.to_vec();
-        let mut first_error = None;
-        let stale: Vec<EndpointRecord> = guard
-            .data
-            .endpoints
-            .iter()
-            .filter(|r| !valid.iter().any(|v| r.is(&v.container_id, &v.ifname)))
-            .cloned()
-            .collect();
-        for r in &stale {
-            let spec = EndpointSpec::new(r.container_id.clone(), r.ifname.clone(), "", Vec::new());
-            match mode.detach(&node, &spec) {
-                Ok(()) => {
-                    guard.data.remove_endpoint(&r.container_id, &r.ifname);
-                }
-                Err(e) => {
-                    keep.push(GcAttachment {
-                        container_id: r.container_id.clone(),
-                        ifname: r.ifname.clone(),
-                    });
-                    first_error.get_or_insert(route_errors(&e));
-                }
-            }
-        }
-        let ipam = Ipam::new(&conf.ipam).gc(req, &keep);
-        let synced = self.sync(&conf, &guard.data);
-        guard.commit_volatile()?;
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        ipam?;
-        synced
+        let result = self.gc_records(req, valid);
+        // Retired pairs (deferred teardowns whose reaper did not run) are never valid.
+        let reaped = node().and_then(|n| {
+            cnet_route::reap_retired(&n)
+                .map(|_| ())
+                .map_err(|e| route_errors(&e))
+        });
+        result.and(reaped)
     }
-
     fn status(&mut self, req: &Request) -> Result<(), CniError> {
         let conf = Self::conf(req)?;
         let unusable = |e: CniError| {

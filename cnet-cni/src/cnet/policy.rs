@@ -301,12 +301,29 @@ pub fn check_programmed(dir: &Path, rec: &EndpointRecord) -> Result<(), String> 
 }
 
 /// The plugin's policy programmer: [`sync_state`] in the node netns (the plugin's).
-#[derive(Debug, Default)]
-pub struct EngineSync;
+///
+/// It keeps the last engine, and with it the engine's nftables socket, until it is dropped:
+/// a reaper started meanwhile inherits the socket, and closing it (which waits for the
+/// kernel's deferred nf_tables destroy work) is then the reaper's cost (see
+/// [`crate::cnet::teardown`]).
+#[derive(Default)]
+pub struct EngineSync {
+    last: Option<Engine>,
+}
+
+impl std::fmt::Debug for EngineSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSync")
+            .field("holds_engine", &self.last.is_some())
+            .finish()
+    }
+}
 
 impl PolicySync for EngineSync {
     fn sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError> {
-        sync_state(&conf.policy.state_dir, state).map(|_| ())
+        self.last = None;
+        self.last = Some(sync_state(&conf.policy.state_dir, state)?);
+        Ok(())
     }
 }
 

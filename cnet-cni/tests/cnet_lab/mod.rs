@@ -245,8 +245,7 @@ impl Lab {
             .unwrap()
     }
 
-    /// Links named `cnet…` on the node.
-    pub fn host_links(&self) -> Vec<String> {
+    fn cnet_links(&self) -> Vec<String> {
         self.node
             .ns
             .run(&["ip", "-o", "link", "show"])
@@ -257,11 +256,47 @@ impl Lab {
             .collect()
     }
 
+    /// Host ends of attachments on the node (`cnet…`, not the bridge, not retired pairs).
+    pub fn host_links(&self) -> Vec<String> {
+        self.cnet_links()
+            .into_iter()
+            .filter(|n| !n.starts_with(cnet_route::RETIRED_PREFIX))
+            .collect()
+    }
+
+    /// Retired host ends (`cnetx…`): DELed attachments whose veth pair the reaper has not
+    /// deleted yet.
+    pub fn retired_links(&self) -> Vec<String> {
+        self.cnet_links()
+            .into_iter()
+            .filter(|n| n.starts_with(cnet_route::RETIRED_PREFIX))
+            .collect()
+    }
+
+    /// Wait until the reapers of deferred teardowns are done (a liveness bound, not a speed
+    /// assertion): panics if retired pairs are still there after a minute.
+    pub fn wait_reaped(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = self.retired_links();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "retired links not reaped: {left:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Assert that nothing of any attachment is left: no host veth, no host route to a pod,
-    /// no lease, no endpoint record.
+    /// no lease, no endpoint record — at once — and, once the reapers are done, no retired
+    /// veth pair either.
     pub fn assert_clean(&self) {
         assert_eq!(self.host_links(), Vec::<String>::new(), "host links left");
         // The bridge (bridge mode) and its subnet route are shared infrastructure and stay.
+        // A retired pair carries no route: this holds before it is reaped.
         for fam in ["-4", "-6"] {
             let routes = self.node.ns.run(&["ip", fam, "route", "show"]);
             let left: Vec<&str> = routes
@@ -270,6 +305,8 @@ impl Lab {
                 .collect();
             assert!(left.is_empty(), "host routes left: {left:?}");
         }
+        self.wait_reaped();
+        assert_eq!(self.cnet_links(), Vec::<String>::new(), "links left");
         assert_eq!(self.leases(), Vec::new(), "leases left");
         assert_eq!(
             self.endpoints(),

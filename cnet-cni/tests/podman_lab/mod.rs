@@ -429,3 +429,20 @@ pub fn conflist(name: &str, mode: &str, labels: &str) -> Value {
         ]
     })
 }
+
+/// The node's snapshot once the `cnet` reapers of deferred DELs are done: polled until no
+/// retired (`cnetx…`) link is left, with a generous bound (a liveness check, not a speed
+/// assertion). Routes and neighbour entries of a retired pair are gone when DEL returns.
+pub fn settled_snapshot(node: &VirtualNode) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let snap = node.snapshot();
+        let retired = snap
+            .lines()
+            .any(|l| l.starts_with(&format!("link {}", cnet_route::RETIRED_PREFIX)));
+        if !retired || std::time::Instant::now() >= deadline {
+            return snap;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
