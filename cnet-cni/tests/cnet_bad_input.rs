@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 fn rejects(lab: &Lab, pod: &NetNs, env: &[(&str, String)], stdin: &[u8], code: u64, what: &str) {
     let pod_before = pod.run(&["ip", "-o", "link", "show"]);
     let out = run_plugin(Some(&lab.node.ns), &cnet_bin(), env, stdin);
-    assert_eq!(out.err_code(), code, "{what}: {}", out.stdout);
+    assert_eq!(out.versioned_err_code(), code, "{what}: {}", out.stdout);
     assert_eq!(lab.node.snapshot(), lab.baseline, "{what}: node changed");
     assert!(lab.leases().is_empty(), "{what}: lease left");
     assert_eq!(lab.endpoints(), 0, "{what}: record left");

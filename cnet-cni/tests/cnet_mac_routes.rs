@@ -112,7 +112,7 @@ fn bad_mac_is_rejected_and_leaves_nothing() {
         "00:00:00:00:00:00",
     ] {
         let out = add_with_mac(&lab, "bad", &pod, bad);
-        assert_eq!(out.err_code(), 7, "{bad}");
+        assert_eq!(out.versioned_err_code(), 7, "{bad}");
         let v: Value = out.json();
         assert!(
             v["msg"].as_str().unwrap().contains("runtimeConfig.mac"),
@@ -122,7 +122,7 @@ fn bad_mac_is_rejected_and_leaves_nothing() {
     }
     let conf = lab.conf_with(&json!({"runtimeConfig": {"mac": 5}}));
     let out = lab.call("ADD", "bad", Some(&pod.path()), &conf);
-    assert_eq!(out.err_code(), 6);
+    assert_eq!(out.versioned_err_code(), 6);
     lab.assert_clean();
     assert!(!pod.run(&["ip", "-o", "link"]).contains("eth0"));
 }

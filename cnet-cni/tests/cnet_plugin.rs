@@ -33,13 +33,13 @@ fn add_check_del_with_traffic(mode: &str) {
     let check = lab.conf_with(&json!({"prevResult": r1}));
     lab.call("CHECK", "pod1", Some(&p1.path()), &check).ok();
     // A second ADD of the same attachment is refused and changes nothing.
-    assert_eq!(lab.add("pod1", &p1).err_code(), 101);
+    assert_eq!(lab.add("pod1", &p1).versioned_err_code(), 101);
     lab.call("CHECK", "pod1", Some(&p1.path()), &check).ok();
     // Break the pod's default route: CHECK reports it.
     p1.run(&["ip", "route", "del", "default"]);
     assert_eq!(
         lab.call("CHECK", "pod1", Some(&p1.path()), &check)
-            .err_code(),
+            .versioned_err_code(),
         110
     );
     // DEL both; twice; without netns; the node is as before.
@@ -51,7 +51,7 @@ fn add_check_del_with_traffic(mode: &str) {
     // CHECK of a deleted attachment fails.
     assert_eq!(
         lab.call("CHECK", "pod1", Some(&p1.path()), &check)
-            .err_code(),
+            .versioned_err_code(),
         111
     );
 }
@@ -166,17 +166,17 @@ fn status_reports_exhaustion_and_unusable_state() {
     status(&lab).ok();
     let pod = lab.node.pod();
     lab.add("only", &pod).ok();
-    assert_eq!(status(&lab).err_code(), 50);
+    assert_eq!(status(&lab).versioned_err_code(), 50);
     // The pool is full: ADD fails with 50 and leaves nothing of its own behind.
     let other = lab.node.pod();
-    assert_eq!(lab.add("second", &other).err_code(), 50);
+    assert_eq!(lab.add("second", &other).versioned_err_code(), 50);
     assert_eq!(lab.endpoints(), 1);
     lab.del("only", Some(&pod)).ok();
     status(&lab).ok();
     // A node state that does not decode: STATUS 50, ADD refuses (120) and changes nothing.
     std::fs::write(lab.dir.path().join("state/labnet/state.json"), b"{torn").unwrap();
-    assert_eq!(status(&lab).err_code(), 50);
-    assert_eq!(lab.add("x", &other).err_code(), 120);
+    assert_eq!(status(&lab).versioned_err_code(), 50);
+    assert_eq!(lab.add("x", &other).versioned_err_code(), 120);
     assert!(lab.host_links().is_empty());
     assert!(lab.leases().is_empty());
 }

@@ -118,7 +118,7 @@ fn lifecycle(mode: &str) {
         assert!(!nft.contains(&ip.to_string()), "{ip} still in nft: {nft}");
     }
     let got = lab.cnetctl("get endpoints -o json");
-    assert!(got.ok(), "{got:?}");
+    assert!(got.success(), "{got:?}");
     let v: Value = serde_json::from_str(&got.stdout).unwrap();
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
 }
@@ -170,10 +170,10 @@ fn policy(mode: &str) {
     assert_eq!(lab.tcp_from("client", web, 80), "hi-web");
 
     let out = lab.cnetctl("label client role=client");
-    assert!(out.ok(), "{out:?}");
+    assert!(out.success(), "{out:?}");
     let f = lab.file("web.yaml", WEB_POLICY);
     let out = lab.cnetctl(&format!("apply -f {}", f.display()));
-    assert!(out.ok(), "{out:?}");
+    assert!(out.success(), "{out:?}");
     assert_eq!(lab.tcp_from("client", web, 80), "hi-web", "allowed");
     assert_eq!(lab.tcp_from("other", web, 80), "", "denied: times out");
     // Egress of the selected container is not restricted (Ingress-only policy).
@@ -181,9 +181,9 @@ fn policy(mode: &str) {
     assert!(lab.ping_from("web", client));
 
     // Labels of an existing endpoint change its verdicts at once.
-    assert!(lab.cnetctl("label other role=client").ok());
+    assert!(lab.cnetctl("label other role=client").success());
     assert_eq!(lab.tcp_from("other", web, 80), "hi-web");
-    assert!(lab.cnetctl("label other role-").ok());
+    assert!(lab.cnetctl("label other role-").success());
     assert_eq!(lab.tcp_from("other", web, 80), "");
 
     // A restarted selected container is protected from its first packet (its rules exist
@@ -197,9 +197,9 @@ fn policy(mode: &str) {
     // before.
     lab.sh.run("podman restart -t 0 client");
     assert_eq!(lab.tcp_from("client", web, 80), "hi-web");
-    assert!(lab.cnetctl("label client role-").ok());
+    assert!(lab.cnetctl("label client role-").success());
     assert_eq!(lab.tcp_from("client", web, 80), "");
-    assert!(lab.cnetctl("label client role=client").ok());
+    assert!(lab.cnetctl("label client role=client").success());
     assert_eq!(lab.tcp_from("client", web, 80), "hi-web");
 
     // explain agrees with the kernel.
@@ -207,7 +207,7 @@ fn policy(mode: &str) {
     assert_eq!(out.status, 1, "explain: denied: {out:?}");
 
     let out = lab.cnetctl(&format!("delete -f {}", f.display()));
-    assert!(out.ok(), "{out:?}");
+    assert!(out.success(), "{out:?}");
     assert_eq!(lab.tcp_from("other", web, 80), "hi-web", "policy lifted");
     lab.sh.run("podman rm -f -t 0 web client other");
     assert!(endpoints(&lab).is_empty());
@@ -242,8 +242,8 @@ fn podman_external_labels_isolate_until_labelled() {
     assert_eq!(lab.tcp_from_node(web, 80), "hi-web");
     let node: IpAddr = lab.node.addr4.into();
     assert!(!lab.ping_from("web", node), "pending: egress dropped");
-    assert!(lab.cnetctl("label web app=web").ok());
-    assert!(lab.cnetctl("label other app=other").ok());
+    assert!(lab.cnetctl("label web app=web").success());
+    assert!(lab.cnetctl("label other app=other").success());
     assert_eq!(
         lab.tcp_from("other", web, 80),
         "hi-web",

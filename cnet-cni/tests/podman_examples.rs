@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod cnet_lab;
+// Both labs include the shared `out` module (one source file, two module paths here).
+#[allow(clippy::duplicate_mod)]
 mod podman_lab;
 
 use cnet_testsupport::{NetNs, VirtualNode, require_priv};

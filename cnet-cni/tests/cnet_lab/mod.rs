@@ -20,60 +20,14 @@ pub fn cni_path() -> String {
     format!("{ours}:/usr/lib/cni")
 }
 
-/// What a plugin printed and how it exited.
-#[derive(Debug, Clone)]
-pub struct Out {
-    /// Exit code.
-    pub status: i32,
-    /// Stdout.
-    pub stdout: String,
-    /// Stderr.
-    pub stderr: String,
-}
-
-impl Out {
-    /// Stdout as JSON (Null when empty).
-    pub fn json(&self) -> Value {
-        if self.stdout.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&self.stdout)
-                .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
-        }
-    }
-
-    /// Assert success; the parsed result.
-    pub fn ok(&self) -> Value {
-        assert_eq!(
-            self.status, 0,
-            "expected success: {} {}",
-            self.stdout, self.stderr
-        );
-        self.json()
-    }
-
-    /// Assert failure with the spec's error JSON; the code.
-    pub fn err_code(&self) -> u64 {
-        assert_ne!(self.status, 0, "expected failure, got {}", self.stdout);
-        let v = self.json();
-        assert!(v["msg"].is_string(), "error JSON without msg: {v}");
-        assert!(
-            v["cniVersion"].is_string(),
-            "error JSON without cniVersion: {v}"
-        );
-        v["code"].as_u64().unwrap()
-    }
-}
+#[path = "../out/mod.rs"]
+mod out;
+pub use out::Out;
 
 /// Run `bin` inside netns `ns` (or the current one) with exactly `env` and `stdin`.
 pub fn run_plugin(ns: Option<&NetNs>, bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Out {
     let child = spawn_plugin(ns, bin, env, stdin);
-    let out = child.wait_with_output().unwrap();
-    Out {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Out::from_output(&child.wait_with_output().unwrap())
 }
 
 /// Start `bin` inside `ns` with `env` and `stdin` written (stdin closed); the caller waits or

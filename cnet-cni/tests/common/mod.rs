@@ -21,67 +21,9 @@ pub fn have_host_local() -> bool {
     Path::new(HOST_LOCAL).exists()
 }
 
-/// What a plugin printed and how it exited.
-#[derive(Debug, Clone)]
-pub struct Out {
-    /// Exit status code.
-    pub status: i32,
-    /// Stdout.
-    pub stdout: String,
-    /// Stderr.
-    pub stderr: String,
-}
-
-impl Out {
-    /// Stdout parsed as JSON (Null when empty).
-    pub fn json(&self) -> Value {
-        if self.stdout.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&self.stdout)
-                .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
-        }
-    }
-
-    /// Success, with the parsed result.
-    pub fn ok(&self) -> Value {
-        assert_eq!(
-            self.status, 0,
-            "expected success, got {}: {} {}",
-            self.status, self.stdout, self.stderr
-        );
-        self.json()
-    }
-
-    /// Failure: the error JSON's code (asserts the spec's error shape and a non-zero exit).
-    pub fn err_code(&self) -> u64 {
-        assert_ne!(
-            self.status, 0,
-            "expected failure, got success: {}",
-            self.stdout
-        );
-        let v = self.json();
-        assert!(v["msg"].is_string(), "error JSON without msg: {v}");
-        v["code"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("error JSON without code: {v}"))
-    }
-
-    /// The addresses of a success result (any version), as strings with prefix.
-    pub fn addresses(&self) -> Vec<String> {
-        let v = self.ok();
-        if let Some(ips) = v["ips"].as_array() {
-            ips.iter()
-                .map(|i| i["address"].as_str().unwrap().to_string())
-                .collect()
-        } else {
-            ["ip4", "ip6"]
-                .iter()
-                .filter_map(|k| v[*k]["ip"].as_str().map(str::to_string))
-                .collect()
-        }
-    }
-}
+#[path = "../out/mod.rs"]
+mod out;
+pub use out::Out;
 
 /// `CNI_NETNS` when no namespace is at hand (IPAM plugins never enter it).
 pub const DEFAULT_NETNS: &str = "/var/run/netns/cnet-test-nonexistent";
@@ -168,12 +110,7 @@ pub fn invoke_env(bin: &Path, env: &[(&str, &str)], stdin: &str) -> Out {
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Out {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Out::from_output(&child.wait_with_output().unwrap())
 }
 
 /// A network config `{"cniVersion", "name": "mynet", "type": "ipvlan", "ipam": ipam}` whose

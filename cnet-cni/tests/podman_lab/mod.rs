@@ -59,23 +59,9 @@ pub fn cnetctl() -> PathBuf {
         .clone()
 }
 
-/// Output of one shell command.
-#[derive(Debug, Clone)]
-pub struct Out {
-    /// Exit status.
-    pub status: i32,
-    /// Stdout.
-    pub stdout: String,
-    /// Stderr.
-    pub stderr: String,
-}
-
-impl Out {
-    /// Whether it exited 0.
-    pub fn ok(&self) -> bool {
-        self.status == 0
-    }
-}
+#[path = "../out/mod.rs"]
+mod out;
+pub use out::Out;
 
 /// A shell in a private mount namespace inside the node netns.
 pub struct Session {
@@ -155,7 +141,7 @@ impl Session {
     pub fn run(&mut self, script: &str) -> String {
         let out = self.sh(script);
         assert!(
-            out.ok(),
+            out.success(),
             "{script:?} failed ({}): {}{}",
             out.status,
             out.stdout,
@@ -339,7 +325,7 @@ impl PodmanLab {
 
     /// Ping from container `from`.
     pub fn ping_from(&mut self, from: &str, to: IpAddr) -> bool {
-        self.exec(from, &format!("ping -c 1 -W 3 {to}")).ok()
+        self.exec(from, &format!("ping -c 1 -W 3 {to}")).success()
     }
 
     /// The node state document of the lab network.
