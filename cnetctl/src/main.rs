@@ -24,6 +24,12 @@ const EXIT_CODES: &str = "Exit codes: 0 success (explain: allowed), 1 explain: d
 ///
 /// Works on one network's node state (the `cnet` plugin's `policy.stateDir/<network>`) and
 /// programs nftables in the network namespace it runs in (run it in the node's).
+///
+/// What the runtime passes at ADD comes first: pod labels (`args.cni.labels`,
+/// `runtimeConfig.labels`), container ports (`args.cni.ports`, `runtimeConfig.containerPorts`,
+/// Kubernetes ContainerPort shape), `runtimeConfig.mac`; cnetctl adds what a CNI call cannot
+/// carry (namespace labels, labels or ports that arrive later). See the README's "Use with
+/// your runtime".
 #[derive(Debug, Parser)]
 #[command(name = "cnetctl", version, after_help = EXIT_CODES)]
 struct Cli {
@@ -71,7 +77,7 @@ enum Cmd {
         )]
         files: Vec<PathBuf>,
     },
-    /// List policies or endpoints.
+    /// List policies, endpoints (with their ports and labels) or namespaces (with labels).
     #[command(after_help = EXIT_CODES)]
     Get {
         /// What to list.
@@ -94,11 +100,15 @@ enum Cmd {
     /// namespace exist yet.
     ///
     /// As with kubectl, changing the value of an existing label needs `--overwrite`.
-    #[command(after_help = EXIT_CODES)]
+    #[command(
+        after_help = EXIT_CODES,
+        override_usage = "cnetctl label [OPTIONS] [pod] POD KEY=VALUE|KEY-...\n       \
+                          cnetctl label [OPTIONS] namespace NAME KEY=VALUE|KEY-..."
+    )]
     Label {
         /// `[pod] POD` or `namespace NAME` (also `ns`), then `KEY=VALUE` to set, `KEY-` to
         /// remove.
-        #[arg(required = true, num_args = 2.., value_name = "[KIND] NAME LABEL")]
+        #[arg(required = true, num_args = 2.., value_name = "ARG")]
         args: Vec<String>,
         /// Allow replacing the value of a label that is already set.
         #[arg(long)]
