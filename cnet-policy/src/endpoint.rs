@@ -8,6 +8,17 @@ use std::net::IpAddr;
 /// The label the Kubernetes control plane sets on every namespace to its name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The label an endpoint running under a service account carries, set to the account's name
+/// (Calico's convention, which `serviceAccounts.names` rule matches select on).
+pub const SERVICE_ACCOUNT_LABEL: &str = "projectcalico.org/serviceaccount";
+
+/// Prefix under which an endpoint carries its service account's labels (Calico's convention:
+/// `serviceAccountSelector` and `serviceAccounts.selector` select on `pcsa.<key>`).
+pub const SERVICE_ACCOUNT_LABEL_PREFIX: &str = "pcsa.";
+
+/// The label Calico sets on namespaces and service accounts to their name.
+pub const CALICO_NAME_LABEL: &str = "projectcalico.org/name";
+
 /// A pod's identity: namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointId {
@@ -78,6 +89,48 @@ impl Endpoint {
     /// The endpoint's id.
     pub fn id(&self) -> EndpointId {
         EndpointId::new(&self.namespace, &self.name)
+    }
+
+    /// The endpoint running under service account `name` (in its namespace) whose labels are
+    /// `sa_labels`. As Calico does, the account is carried in labels: `projectcalico.org/
+    /// serviceaccount: <name>`, and `pcsa.<key>: <value>` for each account label plus
+    /// `pcsa.projectcalico.org/name: <name>`. Labels of the pod that use these reserved keys
+    /// are dropped first, so a pod cannot claim an account it does not run under.
+    ///
+    /// ```
+    /// use cnet_policy::Endpoint;
+    /// use std::collections::BTreeMap;
+    /// let sa = BTreeMap::from([("team".to_string(), "pay".to_string())]);
+    /// let ep = Endpoint::new("prod", "api-0", BTreeMap::new(), vec![])
+    ///     .with_service_account("api", &sa);
+    /// assert_eq!(ep.service_account(), Some("api"));
+    /// assert_eq!(ep.labels.get("pcsa.team").map(String::as_str), Some("pay"));
+    /// ```
+    pub fn with_service_account(mut self, name: &str, sa_labels: &Labels) -> Self {
+        self.clear_service_account();
+        self.labels
+            .insert(SERVICE_ACCOUNT_LABEL.to_string(), name.to_string());
+        for (k, v) in sa_labels {
+            self.labels
+                .insert(format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{k}"), v.clone());
+        }
+        self.labels.insert(
+            format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{CALICO_NAME_LABEL}"),
+            name.to_string(),
+        );
+        self
+    }
+
+    /// Drop the service-account labels (and any pod label using the reserved keys).
+    pub fn clear_service_account(&mut self) {
+        self.labels.retain(|k, _| {
+            k != SERVICE_ACCOUNT_LABEL && !k.starts_with(SERVICE_ACCOUNT_LABEL_PREFIX)
+        });
+    }
+
+    /// The service account the endpoint runs under, if known.
+    pub fn service_account(&self) -> Option<&str> {
+        self.labels.get(SERVICE_ACCOUNT_LABEL).map(String::as_str)
     }
 }
 

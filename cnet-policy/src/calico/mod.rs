@@ -23,7 +23,9 @@
 //! Not yet covered: HostEndpoint objects are validated and kept but no policy is applied to
 //! host interfaces (`applyOnForward`/`preDNAT`/`doNotTrack` are only validated); the
 //! implicit Calico labels (`projectcalico.org/namespace`, ...) are not added; rules with
-//! `serviceAccounts`, `services`, `http` or source ports are rejected. Rules that need an
+//! `services`, `http` or source ports are rejected. Service accounts (`serviceAccountSelector`,
+//! rule `serviceAccounts`) select on the labels [`crate::Endpoint::with_service_account`] sets
+//! (`projectcalico.org/serviceaccount`, `pcsa.<key>`), as Calico does. Rules that need an
 //! [`crate::model::ExtendedMatch`] (notSelector, notNets, notPorts, notProtocol, ICMP
 //! type/code, destination conditions, selector with nets) are evaluated and compiled (see
 //! the compiler's `compile_ext` module).

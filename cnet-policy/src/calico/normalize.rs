@@ -5,6 +5,7 @@ use super::api::{
 };
 use super::selector::{self, Expr};
 use crate::admin::AdminPolicyObject;
+use crate::endpoint::{SERVICE_ACCOUNT_LABEL, SERVICE_ACCOUNT_LABEL_PREFIX};
 use crate::error::{PolicyError, Result};
 use crate::model::*;
 use ipnetwork::IpNetwork;
@@ -230,19 +231,22 @@ impl Ctx<'_> {
                 "service matches are not supported",
             ));
         }
-        if e.service_accounts.is_some() {
-            return Err(err(
-                obj,
-                &format!("{field}.serviceAccounts"),
-                "service account matches are not supported",
-            ));
-        }
         let ns_sel = parse_sel(
             &e.namespace_selector,
             obj,
             &format!("{field}.namespaceSelector"),
         )?;
         let sel = parse_sel(&e.selector, obj, &format!("{field}.selector"))?;
+        let sa = e
+            .service_accounts
+            .as_ref()
+            .map(|m| service_account_expr(m, obj, &format!("{field}.serviceAccounts")))
+            .transpose()?;
+        // serviceAccounts narrows the selector (Calico ANDs it into the entity selector).
+        let sel = match (sel, sa) {
+            (Some(s), Some(a)) => Some(Expr::and(s, a)),
+            (s, a) => s.or(a),
+        };
         let not_sel = parse_sel(&e.not_selector, obj, &format!("{field}.notSelector"))?;
         let has_ns = ns_sel.is_some();
         let ns = self.ns_match(ns_sel);
@@ -453,6 +457,25 @@ fn cidr_blocks(nets: &[IpNetwork], not_nets: &[IpNetwork]) -> Vec<Peer> {
             })
         })
         .collect()
+}
+
+/// A rule's `serviceAccounts` as an endpoint selector: the account's labels (`selector`,
+/// keys prefixed with `pcsa.`) and its name (`names`), both when both are given.
+fn service_account_expr(m: &api::ServiceAccountMatch, obj: &str, field: &str) -> Result<Expr> {
+    let by_labels = parse_sel(&m.selector, obj, &format!("{field}.selector"))?
+        .map(|e| e.with_key_prefix(SERVICE_ACCOUNT_LABEL_PREFIX));
+    let by_name = (!m.names.is_empty()).then(|| {
+        Expr::In(
+            SERVICE_ACCOUNT_LABEL.to_string(),
+            m.names.iter().cloned().collect(),
+        )
+    });
+    match (by_labels, by_name) {
+        (Some(a), Some(b)) => Ok(Expr::and(a, b)),
+        (Some(e), None) | (None, Some(e)) => Ok(e),
+        // Neither: no constraint (as Calico converts an empty match).
+        (None, None) => Ok(Expr::All),
+    }
 }
 
 fn sort_key(o: Option<f64>) -> f64 {
@@ -693,16 +716,14 @@ fn policy_of(o: &Object<PolicySpec>, ctx: &Ctx<'_>) -> Result<Policy> {
             "only GlobalNetworkPolicy has a namespaceSelector",
         ));
     }
-    if let Some(sa) = &s.service_account_selector {
-        let e = parse_sel(&Some(sa.clone()), obj, "spec.serviceAccountSelector")?;
-        if e != Some(Expr::All) {
-            return Err(err(
-                obj,
-                "spec.serviceAccountSelector",
-                "only all() is supported (endpoints carry no service account)",
-            ));
-        }
-    }
+    // The policy applies to endpoints its selector selects whose service account the
+    // serviceAccountSelector selects (on the account's labels, carried as `pcsa.` labels).
+    let sa_sel = parse_sel(
+        &s.service_account_selector,
+        obj,
+        "spec.serviceAccountSelector",
+    )?
+    .map(|e| e.with_key_prefix(SERVICE_ACCOUNT_LABEL_PREFIX));
     if s.do_not_track || s.pre_dnat || s.apply_on_forward {
         // Host-endpoint options: accepted as Calico validates them; they only concern host
         // endpoints, which are not enforced yet.
@@ -722,6 +743,10 @@ fn policy_of(o: &Object<PolicySpec>, ctx: &Ctx<'_>) -> Result<Policy> {
         }
     }
     let pods = parse_sel(&s.selector, obj, "spec.selector")?.unwrap_or(Expr::All);
+    let pods = match sa_sel {
+        Some(sa) => Expr::and(pods, sa),
+        None => pods,
+    };
     let ns_sel = parse_sel(&s.namespace_selector, obj, "spec.namespaceSelector")?;
     let namespaces = match (&o.metadata.namespace, ns_sel) {
         (Some(ns), _) if !global => NamespaceMatch::Named(ns.clone()),

@@ -401,6 +401,35 @@ impl Expr {
         }
     }
 
+    /// The same expression with `prefix` put before every label key (Calico turns a
+    /// service-account selector `k == 'v'` into the endpoint selector `pcsa.k == 'v'`).
+    pub fn with_key_prefix(&self, prefix: &str) -> Expr {
+        let p = |k: &String| format!("{prefix}{k}");
+        match self {
+            Expr::All => Expr::All,
+            Expr::Global => Expr::Global,
+            Expr::Has(k) => Expr::Has(p(k)),
+            Expr::Eq(k, v) => Expr::Eq(p(k), v.clone()),
+            Expr::Ne(k, v) => Expr::Ne(p(k), v.clone()),
+            Expr::In(k, vs) => Expr::In(p(k), vs.clone()),
+            Expr::NotIn(k, vs) => Expr::NotIn(p(k), vs.clone()),
+            Expr::StartsWith(k, v) => Expr::StartsWith(p(k), v.clone()),
+            Expr::EndsWith(k, v) => Expr::EndsWith(p(k), v.clone()),
+            Expr::Contains(k, v) => Expr::Contains(p(k), v.clone()),
+            Expr::Not(e) => Expr::Not(Box::new(e.with_key_prefix(prefix))),
+            Expr::And(v) => Expr::And(v.iter().map(|e| e.with_key_prefix(prefix)).collect()),
+            Expr::Or(v) => Expr::Or(v.iter().map(|e| e.with_key_prefix(prefix)).collect()),
+        }
+    }
+
+    /// `a && b`, without `all()` terms.
+    pub fn and(a: Expr, b: Expr) -> Expr {
+        match (a, b) {
+            (Expr::All, e) | (e, Expr::All) => e,
+            (a, b) => Expr::And(vec![a, b]),
+        }
+    }
+
     /// Evaluate against a namespaced object's labels (`global()` is false).
     pub fn matches(&self, labels: &Labels) -> bool {
         self.eval(labels, false)
