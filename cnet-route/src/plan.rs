@@ -364,6 +364,10 @@ pub fn plan_bridge(
     routes.extend(extra_routes(spec, &veth.pod, |i, r| {
         let v4 = r.destination.is_ipv4();
         match r.gateway {
+            Some(g) if spec.addresses.iter().any(|a| a.ip() == g) => Err(invalid(
+                &format!("routes[{i}]"),
+                &format!("gateway {g} is the pod's own address"),
+            )),
             Some(g) if spec.addresses.iter().any(|a| a.contains(g)) => Ok(g),
             Some(g) => Err(invalid(
                 &format!("routes[{i}]"),
@@ -849,6 +853,10 @@ mod tests {
         assert!(
             bad(vec![route("10.9.0.0/16", Some("10.2.0.1"))], None),
             "off-link"
+        );
+        assert!(
+            bad(vec![route("10.9.0.0/16", Some("10.1.0.5"))], None),
+            "own address"
         );
         assert!(bad(vec![], Some("01:00:5e:00:00:01")), "multicast MAC");
         assert!(bad(vec![], Some("00:00:00:00:00:00")), "zero MAC");
