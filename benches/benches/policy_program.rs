@@ -36,6 +36,21 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// CPU time of the calling thread (user + system: the kernel's commit work runs in our
+/// `sendmsg`), in milliseconds. On a loaded machine it is closer to the unloaded wall time.
+fn thread_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
+
 fn ifname(i: usize) -> String {
     format!("cnet{i:08x}")
 }
@@ -63,88 +78,22 @@ fn restore(ns: &NetNs, text: &str) -> Result<f64, String> {
     })
 }
 
-fn scale(pods: usize, policies: usize, reps: usize) {
-    let w = Workload::new(pods, policies);
-    let mut engine = match w.engine(&ifname) {
-        Ok(e) => e,
-        Err(e) => {
-            println!("{pods} x {policies}: engine: {e}");
-            return;
-        }
-    };
-    // Compile (pure).
-    let set = match engine.policy_set() {
-        Ok(s) => s.clone(),
-        Err(e) => {
-            println!("{pods} x {policies}: {e}");
-            return;
-        }
-    };
-    let mut compile_ms = Vec::new();
-    let mut rs = None;
-    for _ in 0..reps {
-        let t = Instant::now();
-        let r = compile(
-            &set,
-            engine.inventory(),
-            engine.attachments(),
-            &CompileOptions::new(Mode::Transparent),
-        );
-        compile_ms.push(ms(t));
-        rs = r.ok();
-    }
-    let Some(rs) = rs else {
-        println!("{pods} x {policies}: compile failed");
-        return;
-    };
-    let t = rs.tables.values().next();
-    let (rules, elements) = t.map_or((0, 0), |t| (t.rule_count(), t.element_count()));
-    // Full program into a fresh namespace, reps times.
-    let mut full_ms = Vec::new();
-    for _ in 0..reps {
-        let ns = NetNs::new("ppf");
-        let mut e = match w.engine(&ifname) {
-            Ok(e) => e,
-            Err(_) => return,
-        };
-        let r = ns.in_netns(|| {
-            let t = Instant::now();
-            e.sync().map(|_| ms(t))
-        });
-        match r {
-            Ok(v) => full_ms.push(v),
-            Err(err) => {
-                println!("{pods} x {policies}: sync: {err}");
-                return;
-            }
-        }
-    }
-    // One-pod add/remove on a programmed engine.
-    let ns = NetNs::new("ppu");
-    if let Err(err) = ns.in_netns(|| engine.sync()) {
-        println!("{pods} x {policies}: sync: {err}");
-        return;
-    }
-    let (mut add_ms, mut del_ms) = (Vec::new(), Vec::new());
-    for k in 0..reps.max(3) {
-        let p = w.extra_pod();
-        let ep = Workload::endpoint(&p);
-        let id = ep.id();
-        let t = Instant::now();
-        engine.upsert_endpoint(ep, Some(format!("cnetx{k:07x}")));
-        if engine.sync().is_err() {
-            return;
-        }
-        add_ms.push(ms(t));
-        let t = Instant::now();
-        engine.remove_endpoint(&id);
-        if engine.sync().is_err() {
-            return;
-        }
-        del_ms.push(ms(t));
-    }
-    let kernel = ns.run(&["nft", "list", "table", "inet", "cnet"]);
-    let kernel_rules = kernel
+/// Medians of one scale (wall, and thread CPU time where measured).
+struct Row {
+    compile: f64,
+    build: f64,
+    program: f64,
+    full: f64,
+    full_cpu: f64,
+    add: f64,
+    add_cpu: f64,
+    add_prepare: f64,
+    remove: f64,
+    remove_cpu: f64,
+}
+
+fn kernel_rule_lines(listing: &str) -> usize {
+    listing
         .lines()
         .filter(|l| {
             let l = l.trim();
@@ -160,42 +109,193 @@ fn scale(pods: usize, policies: usize, reps: usize) {
                 && !l.ends_with(',')
                 && !l.ends_with('}')
         })
-        .count();
+        .count()
+}
+
+fn med(v: &mut [f64]) -> f64 {
+    median(v).unwrap_or(f64::NAN)
+}
+
+fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Row> {
+    let w = Workload::new(pods, policies);
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        println!("{pods} x {policies}: {what}: {e}");
+    };
+    let mut engine = w.engine(&ifname).map_err(|e| fail("engine", &e)).ok()?;
+    let set = engine
+        .policy_set()
+        .map_err(|e| fail("policies", &e))
+        .ok()?
+        .clone();
+    // The whole compiler (the reference the engine's incremental state must equal).
+    let mut compile_ms = Vec::new();
+    let mut rs = None;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let r = compile(
+            &set,
+            engine.inventory(),
+            engine.attachments(),
+            &CompileOptions::new(Mode::Transparent),
+        );
+        compile_ms.push(ms(t));
+        rs = r.ok();
+    }
+    let Some(rs) = rs else {
+        println!("{pods} x {policies}: compile failed");
+        return None;
+    };
+    let (rules, elements) = rs
+        .tables
+        .values()
+        .next()
+        .map_or((0, 0), |t| (t.rule_count(), t.element_count()));
+    // Full program of a fresh engine into a fresh namespace: the engine's build (structure
+    // + every pod's membership) and the atomic batch.
+    let (mut build_ms, mut program_ms, mut full_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut full_cpu = Vec::new();
+    for _ in 0..reps {
+        let ns = NetNs::new("ppf");
+        let mut e = w.engine(&ifname).map_err(|e| fail("engine", &e)).ok()?;
+        let r = ns.in_netns(|| {
+            let c = thread_cpu_ms();
+            let t = Instant::now();
+            e.prepare()?;
+            let b = ms(t);
+            let t2 = Instant::now();
+            e.sync()?;
+            let p = ms(t2);
+            let f = ms(t);
+            let cpu = thread_cpu_ms() - c;
+            Ok::<_, cnet_policy::engine::EngineError>((b, p, f, cpu, e.desired()? == rs))
+        });
+        match r {
+            Ok((b, p, f, cpu, same)) => {
+                if !same {
+                    println!("{pods} x {policies}: engine state differs from compile()");
+                    return None;
+                }
+                build_ms.push(b);
+                program_ms.push(p);
+                full_ms.push(f);
+                full_cpu.push(cpu);
+            }
+            Err(err) => {
+                fail("sync", &err);
+                return None;
+            }
+        }
+    }
+    // One-pod add/remove through the engine (update + sync: an element-only batch), in the
+    // thread that opened the programmer (the namespace's thread).
+    let ns = NetNs::new("ppu");
+    let (mut add_ms, mut del_ms) = (Vec::new(), Vec::new());
+    let (mut add_cpu, mut del_cpu, mut add_prep) = (Vec::new(), Vec::new(), Vec::new());
+    let mut kinds = std::collections::BTreeMap::new();
+    let r = ns.in_netns(|| {
+        engine.sync()?;
+        for k in 0..updates {
+            let p = w.extra_pod();
+            let ep = Workload::endpoint(&p);
+            let id = ep.id();
+            let (c, t) = (thread_cpu_ms(), Instant::now());
+            engine.upsert_endpoint(ep, Some(format!("cnetx{k:07x}")));
+            engine.prepare()?;
+            add_prep.push(ms(t));
+            let r = engine.sync()?;
+            add_ms.push(ms(t));
+            add_cpu.push(thread_cpu_ms() - c);
+            *kinds.entry(format!("{:?}", r.kind)).or_insert(0) += 1;
+            let (c, t) = (thread_cpu_ms(), Instant::now());
+            engine.remove_endpoint(&id);
+            let r = engine.sync()?;
+            del_ms.push(ms(t));
+            del_cpu.push(thread_cpu_ms() - c);
+            *kinds.entry(format!("{:?}", r.kind)).or_insert(0) += 1;
+        }
+        Ok::<_, cnet_policy::engine::EngineError>(())
+    });
+    if let Err(err) = r {
+        fail("pod add/remove", &err);
+        return None;
+    }
+    let listing = ns.run(&["nft", "list", "table", "inet", "cnet"]);
+    let kernel_rules = kernel_rule_lines(&listing);
+    drop(ns);
+    let row = Row {
+        compile: med(&mut compile_ms),
+        build: med(&mut build_ms),
+        program: med(&mut program_ms),
+        full: med(&mut full_ms),
+        full_cpu: med(&mut full_cpu),
+        add: med(&mut add_ms),
+        add_cpu: med(&mut add_cpu),
+        add_prepare: med(&mut add_prep),
+        remove: med(&mut del_ms),
+        remove_cpu: med(&mut del_cpu),
+    };
+    println!(
+        "{pods:>6} pods x {policies:>5} policies: compile() {:.1} ms; full program {:.1} ms \
+         wall / {:.1} ms CPU (engine build {:.1} + batch {:.1}); pod add {:.3} ms wall / \
+         {:.3} ms CPU (engine part {:.3} ms), pod remove {:.3} ms wall / {:.3} ms CPU \
+         (medians of {updates} each, syncs {kinds:?}); {rules} rules ({kernel_rules} in the \
+         kernel listing), {elements} elements; VmHWM {} MiB",
+        row.compile,
+        row.full,
+        row.full_cpu,
+        row.build,
+        row.program,
+        row.add,
+        row.add_cpu,
+        row.add_prepare,
+        row.remove,
+        row.remove_cpu,
+        vm_hwm_kib() / 1024
+    );
     // Baseline: per-address-pair iptables rules.
     let pair_rules = w.per_pair_rule_count();
-    let baseline = if pair_rules <= PAIR_RULE_CAP {
+    if pair_rules <= PAIR_RULE_CAP {
         let bns = NetNs::new("ppb");
+        let text = w.per_pair_restore();
         let mut v: Vec<f64> = (0..reps.min(3))
             .filter_map(|_| {
                 let _ = bns.exec(&["iptables-legacy", "-F"]);
                 let _ = bns.exec(&["iptables-legacy", "-X"]);
-                restore(&bns, &w.per_pair_restore()).ok()
+                restore(&bns, &text)
+                    .map_err(|e| println!("        iptables per-pair restore: {e}"))
+                    .ok()
             })
             .collect();
-        median(&mut v)
+        if let Some(b) = median(&mut v) {
+            println!(
+                "        iptables per-pair: {pair_rules} rules, restore {b:.1} ms -> cnet full \
+                 program is {:.1}x faster",
+                b / row.full
+            );
+        }
     } else {
-        None
-    };
-    let full = median(&mut full_ms).unwrap_or(f64::NAN);
-    println!(
-        "{pods:>6} pods x {policies:>5} policies: compile {:.1} ms, full program {:.1} ms, \
-         pod add {:.2} ms, pod remove {:.2} ms; IR {rules} rules, {elements} elements \
-         (kernel ~{kernel_rules} rule lines); VmHWM {} MiB",
-        median(&mut compile_ms).unwrap_or(f64::NAN),
-        full,
-        median(&mut add_ms).unwrap_or(f64::NAN),
-        median(&mut del_ms).unwrap_or(f64::NAN),
-        vm_hwm_kib() / 1024
-    );
-    match baseline {
-        Some(b) => println!(
-            "        iptables per-pair: {pair_rules} rules, restore {b:.1} ms -> cnet is {:.1}x faster",
-            b / full
-        ),
-        None => println!(
-            "        iptables per-pair: {pair_rules} rules (over the {PAIR_RULE_CAP} cap: not loaded; \
-             see bench policy_baselines)"
-        ),
+        println!(
+            "        iptables per-pair: {pair_rules} rules (over the {PAIR_RULE_CAP} cap: not \
+             loaded; see bench policy_baselines)"
+        );
+    }
+    Some(row)
+}
+
+/// Scales from `CNET_POLICY_SCALES` (`10000x1000,1000x100`), else the issue's four.
+fn scales() -> Vec<(usize, usize)> {
+    let parsed: Vec<(usize, usize)> = std::env::var("CNET_POLICY_SCALES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| {
+            let (a, b) = s.trim().split_once('x')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    if parsed.is_empty() {
+        vec![(1_000, 100), (1_000, 1_000), (10_000, 100), (10_000, 1_000)]
+    } else {
+        parsed
     }
 }
 
@@ -204,10 +304,18 @@ fn main() {
         return;
     }
     if !measuring() {
-        scale(200, 20, 1);
+        scale(200, 20, 1, 3);
         return;
     }
-    for (pods, policies) in [(1_000, 100), (1_000, 1_000), (10_000, 100), (10_000, 1_000)] {
-        scale(pods, policies, 5);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load.trim());
+    let reps = std::env::var("CNET_POLICY_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    for (pods, policies) in scales() {
+        scale(pods, policies, reps, 60);
     }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at end: {}", load.trim());
 }

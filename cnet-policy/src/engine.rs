@@ -319,6 +319,14 @@ impl Engine {
         )?)
     }
 
+    /// Compute the desired state without touching the kernel (what [`Engine::sync`] does
+    /// first): after endpoint changes only, just their elements; after policy, namespace,
+    /// node or host-network changes, the whole table. An error (bad interface name) leaves
+    /// the pending changes pending.
+    pub fn prepare(&mut self) -> Result<(), EngineError> {
+        self.refresh()
+    }
+
     /// Bring the live state up to date: rebuild it when the structure changed, else replace
     /// the contributions of the changed endpoints only. Without a live state (a table whose
     /// sets the membership rules do not all describe) the engine compiles whole.

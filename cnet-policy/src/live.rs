@@ -1,19 +1,81 @@
 //! The engine's incremental state: the [`Structure`] of the table, every endpoint's
-//! contribution, a reference list per element (two endpoints may contribute the same element)
-//! and the desired [`Ruleset`] kept up to date by patching. A pod change costs its own
-//! contribution plus `O(changes · log n)` patching, and yields an element-only change list
-//! against what was last taken ([`Live::take_changes`]).
+//! contribution, a reference count per element (two endpoints may contribute the same
+//! element; for map keys the endpoint with the greatest id wins, as in the compiler) and the
+//! desired [`Ruleset`] kept up to date by patching. A pod change costs its own contribution
+//! plus `O(changes · log n)` patching, and yields an element-only change list against what
+//! was last taken ([`Live::take_changes`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use crate::compile::{Attachments, CompileError, CompileOptions};
 use crate::endpoint::{EndpointId, Inventory};
-use crate::membership::{Item, Structure};
+use crate::membership::{Item, SetId, Structure};
 use crate::model::Labels;
 use crate::nft::{Change, ChangeList, Element, Ruleset, Verdict};
 
-/// Contributors of one element, sorted by endpoint id (the greatest wins a map key).
-type Refs = Vec<(EndpointId, Option<Verdict>)>;
+/// A small fast hasher for element keys (not DoS-resistant; keys are our own data).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u8(*b);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Fx = BuildHasherDefault<FxHasher>;
+
+/// Contributors of one element: a count for plain sets; for map keys the contributing
+/// endpoints with their verdicts, sorted by id (the last wins).
+#[derive(Debug, Clone, Default)]
+struct Refs {
+    plain: u32,
+    owners: Vec<(Arc<EndpointId>, Verdict)>,
+}
+
+impl Refs {
+    fn effective(&self) -> Option<Option<Verdict>> {
+        match self.owners.last() {
+            Some((_, v)) => Some(Some(v.clone())),
+            None if self.plain > 0 => Some(None),
+            None => None,
+        }
+    }
+    fn add(&mut self, id: &Arc<EndpointId>, v: &Option<Verdict>) {
+        match v {
+            None => self.plain += 1,
+            Some(v) => {
+                let pos = self.owners.partition_point(|(i, _)| **i < **id);
+                self.owners.insert(pos, (id.clone(), v.clone()));
+            }
+        }
+    }
+    fn remove(&mut self, id: &EndpointId, v: &Option<Verdict>) {
+        match v {
+            None => self.plain = self.plain.saturating_sub(1),
+            Some(_) => self.owners.retain(|(i, _)| **i != *id),
+        }
+    }
+}
 
 /// Incremental state of an engine (see the module docs).
 #[derive(Debug, Clone)]
@@ -22,14 +84,10 @@ pub(crate) struct Live {
     /// Structure plus every contribution: what the kernel should hold.
     pub(crate) ruleset: Ruleset,
     contrib: HashMap<EndpointId, Vec<Item>>,
-    refs: HashMap<String, HashMap<Element, Refs>>,
+    refs: Vec<HashMap<Element, Refs, Fx>>,
     /// Elements changed since the last [`Live::take_changes`], with their value then
     /// (`None`: absent).
-    touched: BTreeMap<(String, Element), Option<Option<Verdict>>>,
-}
-
-fn effective(refs: Option<&Refs>) -> Option<Option<Verdict>> {
-    refs.and_then(|r| r.last()).map(|(_, v)| v.clone())
+    touched: BTreeMap<(SetId, Element), Option<Option<Verdict>>>,
 }
 
 impl Live {
@@ -40,11 +98,12 @@ impl Live {
         att: &Attachments,
         opts: &CompileOptions,
     ) -> Result<Live, CompileError> {
+        let nsets = structure.set_names.len();
         let mut live = Live {
             ruleset: structure.ruleset.clone(),
             structure,
             contrib: HashMap::with_capacity(inventory.endpoints.len()),
-            refs: HashMap::new(),
+            refs: vec![HashMap::default(); nsets],
             touched: BTreeMap::new(),
         };
         let mut ns_labels: HashMap<&str, Labels> = HashMap::new();
@@ -53,28 +112,38 @@ impl Live {
                 .entry(ep.namespace.as_str())
                 .or_insert_with(|| inventory.namespace_labels(&ep.namespace));
             let items = live.structure.contribution(ep, labels, att, opts)?;
-            // Endpoints come in id order: pushing keeps each reference list sorted.
+            if items.is_empty() {
+                continue;
+            }
+            // Endpoints come in id order: pushing keeps each owner list sorted.
+            let arc = Arc::new(id.clone());
             for (set, e, v) in &items {
-                live.refs
-                    .entry(set.clone())
-                    .or_default()
-                    .entry(e.clone())
-                    .or_default()
-                    .push((id.clone(), v.clone()));
+                if let Some(m) = live.refs.get_mut(*set as usize) {
+                    let r = m.entry(e.clone()).or_default();
+                    match v {
+                        None => r.plain += 1,
+                        Some(v) => r.owners.push((arc.clone(), v.clone())),
+                    }
+                }
             }
-            if !items.is_empty() {
-                live.contrib.insert(id.clone(), items);
-            }
+            live.contrib.insert(id.clone(), items);
         }
         let table = live.structure.table.clone();
         if let Some(t) = live.ruleset.tables.get_mut(&table) {
-            for (set, elems) in &live.refs {
-                if let Some(s) = t.sets.get_mut(set) {
-                    for (e, r) in elems {
-                        if let Some(v) = effective(Some(r)) {
-                            s.elements.insert(e.clone(), v);
-                        }
-                    }
+            for (name, m) in live.structure.set_names.iter().zip(&live.refs) {
+                let Some(s) = t.sets.get_mut(name) else {
+                    continue;
+                };
+                let mut v: Vec<(Element, Option<Verdict>)> = m
+                    .iter()
+                    .filter_map(|(e, r)| r.effective().map(|v| (e.clone(), v)))
+                    .collect();
+                if s.elements.is_empty() {
+                    // Bulk build from a sorted list (no per-element tree insert).
+                    v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    s.elements = v.into_iter().collect();
+                } else {
+                    s.elements.extend(v);
                 }
             }
         }
@@ -90,37 +159,57 @@ impl Live {
             }
             return;
         }
-        let mut keys: Vec<(&String, &Element)> = old
-            .iter()
-            .chain(items.iter())
-            .map(|(s, e, _)| (s, e))
-            .collect();
-        keys.sort();
-        keys.dedup();
-        let mut patches = Vec::new();
-        for (set, e) in keys {
-            let per_set = self.refs.entry(set.clone()).or_default();
-            let before = effective(per_set.get(e));
-            let r = per_set.entry(e.clone()).or_default();
-            r.retain(|(i, _)| i != id);
-            if let Some((_, _, v)) = items.iter().find(|(s, x, _)| s == set && x == e) {
-                let pos = r.partition_point(|(i, _)| i < id);
-                r.insert(pos, (id.clone(), v.clone()));
+        let arc = Arc::new(id.clone());
+        // Both lists are sorted by (set, element): walk them together.
+        let (mut i, mut j) = (0, 0);
+        let mut patches: Vec<(SetId, Element, Option<Option<Verdict>>)> = Vec::new();
+        while i < old.len() || j < items.len() {
+            let ord = match (old.get(i), items.get(j)) {
+                (Some(a), Some(b)) => (a.0, &a.1).cmp(&(b.0, &b.1)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            let (gone, came) = match ord {
+                std::cmp::Ordering::Less => (old.get(i), None),
+                std::cmp::Ordering::Greater => (None, items.get(j)),
+                std::cmp::Ordering::Equal => (old.get(i), items.get(j)),
+            };
+            if gone.is_some() {
+                i += 1;
             }
-            let after = effective(Some(r));
-            if r.is_empty() {
-                per_set.remove(e);
+            if came.is_some() {
+                j += 1;
+            }
+            let Some((set, e, _)) = gone.or(came) else {
+                break;
+            };
+            if gone.map(|g| &g.2) == came.map(|c| &c.2) {
+                continue;
+            }
+            let Some(m) = self.refs.get_mut(*set as usize) else {
+                continue;
+            };
+            let r = m.entry(e.clone()).or_default();
+            let before = r.effective();
+            if let Some((_, _, v)) = gone {
+                r.remove(id, v);
+            }
+            if let Some((_, _, v)) = came {
+                r.add(&arc, v);
+            }
+            let after = r.effective();
+            if after.is_none() {
+                m.remove(e);
             }
             if before != after {
-                self.touched
-                    .entry((set.clone(), e.clone()))
-                    .or_insert(before);
-                patches.push((set.clone(), e.clone(), after));
+                self.touched.entry((*set, e.clone())).or_insert(before);
+                patches.push((*set, e.clone(), after));
             }
         }
         if let Some(t) = self.ruleset.tables.get_mut(&self.structure.table) {
             for (set, e, after) in patches {
-                if let Some(s) = t.sets.get_mut(&set) {
+                let name = &self.structure.set_names[set as usize];
+                if let Some(s) = t.sets.get_mut(name) {
                     match after {
                         Some(v) => {
                             s.elements.insert(e, v);
@@ -146,10 +235,11 @@ impl Live {
         let Some(t) = self.ruleset.tables.get(&table) else {
             return ChangeList::default();
         };
-        let mut dels: BTreeMap<&str, Vec<(Element, Option<Verdict>)>> = BTreeMap::new();
-        let mut adds: BTreeMap<&str, Vec<(Element, Option<Verdict>)>> = BTreeMap::new();
+        type Entries = Vec<(Element, Option<Verdict>)>;
+        let mut dels: BTreeMap<SetId, Entries> = BTreeMap::new();
+        let mut adds: BTreeMap<SetId, Entries> = BTreeMap::new();
         for ((set, e), before) in touched {
-            let Some((name, s)) = t.sets.get_key_value(&set) else {
+            let Some(s) = t.sets.get(&self.structure.set_names[set as usize]) else {
                 continue;
             };
             let now = s.elements.get(&e).cloned();
@@ -157,18 +247,18 @@ impl Live {
                 continue;
             }
             if before.is_some() {
-                dels.entry(name.as_str())
-                    .or_default()
-                    .push((e.clone(), None));
+                dels.entry(set).or_default().push((e.clone(), None));
             }
             if let Some(v) = now {
-                adds.entry(name.as_str()).or_default().push((e, v));
+                adds.entry(set).or_default().push((e, v));
             }
         }
         let mut cl = ChangeList::default();
         for (list, add) in [(dels, false), (adds, true)] {
-            for (name, elements) in list {
-                let Some(s) = t.sets.get(name) else { continue };
+            for (set, elements) in list {
+                let Some(s) = t.sets.get(&self.structure.set_names[set as usize]) else {
+                    continue;
+                };
                 let (table, decl) = (table.clone(), s.decl.clone());
                 cl.changes.push(if add {
                     Change::AddElements {

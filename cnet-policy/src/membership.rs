@@ -64,14 +64,17 @@ pub(crate) enum SetDef {
     },
 }
 
-/// One element an endpoint contributes: set name, key, verdict (maps).
-pub(crate) type Item = (String, Element, Option<Verdict>);
+/// Index of a set in [`Structure::set_names`].
+pub(crate) type SetId = u32;
+
+/// One element an endpoint contributes: set, key, verdict (maps).
+pub(crate) type Item = (SetId, Element, Option<Verdict>);
 
 /// What a selector feeds.
 #[derive(Debug, Clone)]
 enum Target {
-    Addrs(String, Fam),
-    Ifnames(String),
+    Addrs(SetId, Fam),
+    Ifnames(SetId),
     Selected(usize),
 }
 
@@ -89,10 +92,12 @@ pub(crate) struct Structure {
     pub(crate) ruleset: Ruleset,
     /// Our table.
     pub(crate) table: TableId,
+    /// Names of the sets of the table, by [`SetId`].
+    pub(crate) set_names: Vec<String>,
     index: SelectorIndex<Vec<Target>>,
-    named_ports: HashMap<String, Vec<(String, Fam)>>,
-    dispatch: Vec<(String, Direction, Option<Fam>, String)>,
-    ns_dispatch: Vec<(String, Option<Fam>, BTreeMap<String, String>)>,
+    named_ports: HashMap<String, Vec<(SetId, Fam)>>,
+    dispatch: Vec<(SetId, Direction, Option<Fam>, String)>,
+    ns_dispatch: Vec<(SetId, Option<Fam>, BTreeMap<String, String>)>,
 }
 
 fn addrs_of(ep: &Endpoint, f: Fam) -> impl Iterator<Item = &std::net::IpAddr> {
@@ -128,11 +133,20 @@ impl Structure {
         if t.sets.keys().any(|n| !defs.contains_key(n)) {
             return Ok(None);
         }
+        let set_names: Vec<String> = t.sets.keys().cloned().collect();
+        let ids: HashMap<&str, SetId> = set_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as SetId))
+            .collect();
         let mut by_sel: BTreeMap<EndpointSelector, Vec<Target>> = BTreeMap::new();
-        let mut named_ports: HashMap<String, Vec<(String, Fam)>> = HashMap::new();
+        let mut named_ports: HashMap<String, Vec<(SetId, Fam)>> = HashMap::new();
         let mut dispatch = Vec::new();
         let mut ns_dispatch = Vec::new();
         for (name, def) in defs {
+            let Some(&name) = ids.get(name.as_str()) else {
+                continue;
+            };
             match def {
                 SetDef::Static => {}
                 SetDef::Selector { sel, fam } => {
@@ -175,6 +189,7 @@ impl Structure {
         Ok(Some(Structure {
             ruleset,
             table,
+            set_names,
             index,
             named_ports,
             dispatch,
@@ -223,12 +238,12 @@ impl Structure {
                 match t {
                     Target::Addrs(set, f) => {
                         for a in addrs_of(ep, *f) {
-                            out.push((set.clone(), Element::value(Value::addr(*a)), None));
+                            out.push((*set, Element::value(Value::addr(*a)), None));
                         }
                     }
                     Target::Ifnames(set) => {
                         if let (true, Some(n)) = (local, ifname) {
-                            out.push((set.clone(), Element::value(Value::Ifname(n.clone())), None));
+                            out.push((*set, Element::value(Value::Ifname(n.clone())), None));
                         }
                     }
                     Target::Selected(d) => selected[*d] = true,
@@ -243,7 +258,7 @@ impl Structure {
                         Part::Single(Value::Proto(np.protocol.number())),
                         Part::Single(Value::Port(np.port)),
                     ]);
-                    out.push((set.clone(), e, None));
+                    out.push((*set, e, None));
                 }
             }
         }
@@ -269,18 +284,18 @@ impl Structure {
                     Verdict::Accept
                 };
                 for k in keys(*fam) {
-                    out.push((set.clone(), k, Some(v.clone())));
+                    out.push((*set, k, Some(v.clone())));
                 }
             }
             for (set, fam, chains) in &self.ns_dispatch {
                 if let Some(ch) = chains.get(&ep.namespace) {
                     for k in keys(*fam) {
-                        out.push((set.clone(), k, Some(Verdict::Goto(ch.clone()))));
+                        out.push((*set, k, Some(Verdict::Goto(ch.clone()))));
                     }
                 }
             }
         }
-        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         out.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         Ok(out)
     }

@@ -255,8 +255,8 @@ impl Programmer {
         let gen_after = self.generation()?;
         if !changes.is_elements_only() || gen_before.is_none() {
             self.snapshots.clear();
-            for id in desired.tables.keys() {
-                let snap = self.snapshot(id)?.unwrap_or_default();
+            for (id, t) in &desired.tables {
+                let snap = self.snapshot_of(id, Some(t))?.unwrap_or_default();
                 self.snapshots.insert(id.clone(), snap);
             }
         } else {
@@ -646,6 +646,17 @@ impl Programmer {
 
     /// Read our table's structure back from the kernel (`None` when the table is gone).
     pub fn snapshot(&mut self, id: &TableId) -> Result<Option<TableSnapshot>, NftError> {
+        self.snapshot_of(id, None)
+    }
+
+    /// [`Programmer::snapshot`]; with `known`, the table we just committed, element counts
+    /// come from its IR instead of dumping every element (the handles are still read). Sound
+    /// because the snapshot is only trusted while the generation shows no other commit.
+    fn snapshot_of(
+        &mut self,
+        id: &TableId,
+        known: Option<&super::ir::Table>,
+    ) -> Result<Option<TableSnapshot>, NftError> {
         let Some(handle) = self.table_handle(id)? else {
             return Ok(None);
         };
@@ -660,7 +671,10 @@ impl Programmer {
         let rules = self.dump(libc::NFT_MSG_GETRULE, id, "rule")?;
         let mut elements = BTreeMap::new();
         for name in sets.keys() {
-            let n = self.count_elements(id, name)?;
+            let n = match known.and_then(|t| t.sets.get(name)) {
+                Some(set) => sys::kernel_element_count(set),
+                None => self.count_elements(id, name)?,
+            };
             elements.insert(name.clone(), n);
         }
         Ok(Some(TableSnapshot {
