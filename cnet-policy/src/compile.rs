@@ -38,6 +38,9 @@ use std::net::IpAddr;
 
 #[path = "compile_ext.rs"]
 mod ext;
+#[path = "compile_host.rs"]
+mod host;
+pub use host::{HostOptions, compile_host};
 
 use ipnetwork::IpNetwork;
 

@@ -29,7 +29,7 @@
 
 use ipnetwork::IpNetwork;
 
-use super::{Alt, CompileError, Compiler, FAMS, Fam, short_hash};
+use super::{Alt, CompileError, Compiler, FAMS, Fam, SetDef, short_hash};
 use crate::model::{
     EndpointSelector, EntityMatch, ExtendedMatch, IcmpMatch, NamespaceMatch, NetSetRef, PortMatch,
     PortSet, PortSpec,
@@ -318,6 +318,7 @@ impl Compiler<'_> {
                 s.elements.insert(Element(vec![Part::prefix(n)]), None);
             }
             self.sets.insert(name.clone(), s);
+            self.defs.insert(name.clone(), SetDef::Static);
         }
         Some(name)
     }
@@ -361,6 +362,8 @@ impl Compiler<'_> {
                 s.elements.insert(Element(vec![Part::prefix(n)]), None);
             }
             self.sets.insert(name.clone(), s);
+            // Depends on network sets and namespace labels only (the structure).
+            self.defs.insert(name.clone(), SetDef::Static);
         }
         Some(name)
     }

@@ -28,7 +28,7 @@ pub struct CalicoObjects {
     pub tiers: Vec<Object<TierSpec>>,
     /// NetworkSet and GlobalNetworkSet.
     pub network_sets: Vec<Object<NetworkSetSpec>>,
-    /// HostEndpoint objects (validated and kept; not yet enforced).
+    /// HostEndpoint objects (see [`super::host`]).
     pub host_endpoints: Vec<Object<HostEndpointSpec>>,
 }
 
@@ -590,7 +590,10 @@ impl CalicoObjects {
     }
 
     /// The Calico tiers in order with their sort keys (order, name).
-    fn calico_tiers(&self, policies: &[Object<PolicySpec>]) -> Result<Vec<(f64, String, Tier)>> {
+    pub(super) fn calico_tiers(
+        &self,
+        policies: &[Object<PolicySpec>],
+    ) -> Result<Vec<(f64, String, Tier)>> {
         let mut tiers: Vec<(f64, String, Tier)> = Vec::new();
         let mut tier_of = |name: &str| -> Result<usize> {
             if let Some(i) = tiers.iter().position(|t| t.1 == name) {
@@ -655,7 +658,13 @@ impl CalicoObjects {
         admin: &[AdminPolicyObject],
     ) -> Result<PolicySet> {
         let (anp, banp) = crate::admin::admin_tiers(admin)?;
-        let mut ordered = self.calico_tiers(policies)?;
+        // preDNAT and doNotTrack policies apply to host endpoints only.
+        let pod_policies: Vec<Object<PolicySpec>> = policies
+            .iter()
+            .filter(|o| !super::host::host_only(o))
+            .cloned()
+            .collect();
+        let mut ordered = self.calico_tiers(&pod_policies)?;
         ordered.push((ANP_TIER_ORDER, "adminnetworkpolicy".into(), anp));
         ordered.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         let k8s = crate::normalize::kubernetes_tier(network_policies)?;

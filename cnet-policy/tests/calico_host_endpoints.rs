@@ -1,0 +1,243 @@
+//! Calico host endpoints on a real virtual node: a node namespace with two interfaces, `eth1`
+//! to an "outside" namespace (10.77.1.2) and `eth2` to a second one (10.77.2.2). `eth1` is a
+//! HostEndpoint labelled `role: edge`. Host endpoint policy is compiled by
+//! `compile_host` and programmed into the node; expectations follow Calico's host endpoint
+//! reference (default deny for host traffic through a host endpoint, failsafe ports,
+//! `applyOnForward`, pre-DNAT policy before the node's DNAT).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cnet_policy::calico::CalicoObjects;
+use cnet_policy::compile::{CompileError, HostOptions, compile_host};
+use cnet_policy::nft::Programmer;
+use cnet_policy::parse::ApiObject;
+use cnet_policy::{Inventory, parse_yaml_objects};
+use cnet_testsupport::{NetNs, require_priv};
+
+const HEP: &str = "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\n\
+    metadata: {name: node1-eth1, labels: {role: edge}}\n\
+    spec: {node: node1, interfaceName: eth1, expectedIPs: [10.77.1.1]}\n";
+
+fn objects(yaml: &str) -> CalicoObjects {
+    let mut c = CalicoObjects::default();
+    for doc in yaml.split("\n---\n") {
+        for o in parse_yaml_objects(doc).unwrap() {
+            let ApiObject::Other { value, .. } = o else {
+                panic!("not a Calico object")
+            };
+            c.add_value(value).unwrap();
+        }
+    }
+    c
+}
+
+/// Echo servers on fixed ports inside a namespace, stopped on drop.
+struct Servers {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(ns: &NetNs, ports: &[u16]) -> Servers {
+    let stop = Arc::new(AtomicBool::new(false));
+    for &port in ports {
+        let l = ns.in_netns(|| TcpListener::bind(("0.0.0.0", port)).unwrap());
+        l.set_nonblocking(true).unwrap();
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let mut b = [0u8; 5];
+                        if s.read_exact(&mut b).is_ok() {
+                            let _ = s.write_all(&b);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+    }
+    Servers { stop }
+}
+
+fn topology() -> (NetNs, NetNs, NetNs) {
+    let node = NetNs::new("hen");
+    let out1 = NetNs::new("ho1");
+    let out2 = NetNs::new("ho2");
+    node.sysctl("net.ipv4.ip_forward=1");
+    for (i, out) in [(1, &out1), (2, &out2)] {
+        let nic = format!("eth{i}");
+        node.run(&[
+            "ip",
+            "link",
+            "add",
+            &nic,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            out.name(),
+        ]);
+        node.run(&["ip", "addr", "add", &format!("10.77.{i}.1/24"), "dev", &nic]);
+        node.run(&["ip", "link", "set", &nic, "up"]);
+        out.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.77.{i}.2/24"),
+            "dev",
+            "eth0",
+        ]);
+        out.run(&["ip", "link", "set", "eth0", "up"]);
+        out.run(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("10.77.{i}.1"),
+        ]);
+    }
+    (node, out1, out2)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn program(node: &NetNs, prog: &mut Option<Programmer>, yaml: &str) {
+    let hosts = objects(yaml).host_policies().unwrap();
+    let rs = compile_host(
+        &hosts,
+        &Inventory::default(),
+        &HostOptions::calico_defaults(Some("node1")),
+    )
+    .unwrap();
+    node.in_netns(|| {
+        let p = prog.get_or_insert_with(|| Programmer::new().unwrap());
+        p.sync(&rs).unwrap();
+    });
+}
+
+#[test]
+fn host_endpoint_policy_filters_host_forwarded_and_pre_dnat_traffic() {
+    require_priv!();
+    let (node, out1, out2) = topology();
+    let _s = (
+        serve(&node, &[22, 8080, 8081]),
+        serve(&out1, &[8080, 8081]),
+        serve(&out2, &[8080]),
+    );
+    let up =
+        (0..40).any(|_| out1.tcp_ok(ip("10.77.1.1"), 8080) && out2.tcp_ok(ip("10.77.1.2"), 8080));
+    assert!(up, "no connectivity before policy");
+    let mut prog = None;
+
+    // Normal host policy: ingress to the host through eth1 allowed on 8080 only; port 22 is
+    // denied by a rule but open as a failsafe port; no egress policy: host egress through
+    // eth1 is denied by default; forwarded traffic is not affected (no applyOnForward).
+    let edge_in = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+        metadata: {name: edge-in}\nspec:\n  selector: role == 'edge'\n  types: [Ingress]\n  ingress:\n\
+        \x20 - action: Deny\n    protocol: TCP\n    destination: {ports: [22]}\n\
+        \x20 - action: Allow\n    protocol: TCP\n    source: {nets: [10.77.1.0/24]}\n    destination: {ports: [8080]}\n";
+    program(&node, &mut prog, &format!("{HEP}\n---\n{edge_in}"));
+    assert!(
+        out1.tcp_ok(ip("10.77.1.1"), 8080),
+        "allowed ingress to host"
+    );
+    assert!(out1.tcp_ok(ip("10.77.1.1"), 22), "failsafe port");
+    assert!(!out1.tcp_ok(ip("10.77.1.1"), 8081), "end of tier deny");
+    assert!(
+        !node.tcp_ok(ip("10.77.1.2"), 8080),
+        "host egress: default deny"
+    );
+    assert!(
+        out2.tcp_ok(ip("10.77.1.2"), 8080),
+        "forwarded: no applyOnForward policy"
+    );
+    // eth2 is no host endpoint: the host is open there.
+    assert!(out2.tcp_ok(ip("10.77.2.1"), 8081), "not a host endpoint");
+
+    // applyOnForward egress policy: applies to host egress and to forwarded traffic leaving
+    // by eth1.
+    let edge_fwd = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+        metadata: {name: edge-fwd}\nspec:\n  selector: role == 'edge'\n  applyOnForward: true\n  types: [Egress]\n  egress:\n\
+        \x20 - action: Allow\n    protocol: TCP\n    destination: {ports: [8080]}\n";
+    program(
+        &node,
+        &mut prog,
+        &format!("{HEP}\n---\n{edge_in}\n---\n{edge_fwd}"),
+    );
+    assert!(node.tcp_ok(ip("10.77.1.2"), 8080), "host egress allowed");
+    assert!(out2.tcp_ok(ip("10.77.1.2"), 8080), "forwarded, allowed");
+    assert!(!out2.tcp_ok(ip("10.77.1.2"), 8081), "forwarded, denied");
+
+    // Pre-DNAT: the node DNATs eth1:80 to out2:8080. Without pre-DNAT policy the
+    // translated, forwarded connection passes (no applyOnForward ingress policy); a pre-DNAT
+    // Deny on port 80 (the original port) stops it, and leaves other traffic alone.
+    for cmd in [
+        "add table ip nat",
+        "add chain ip nat pre { type nat hook prerouting priority -100; }",
+        "add rule ip nat pre iifname eth1 tcp dport 80 dnat to 10.77.2.2:8080",
+    ] {
+        let argv: Vec<&str> = std::iter::once("nft").chain(cmd.split(' ')).collect();
+        node.run(&argv);
+    }
+    assert!(
+        out1.tcp_ok(ip("10.77.1.1"), 80),
+        "DNAT before pre-DNAT policy"
+    );
+    let pre = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+        metadata: {name: edge-pre}\nspec:\n  selector: role == 'edge'\n  preDNAT: true\n  applyOnForward: true\n  types: [Ingress]\n  ingress:\n\
+        \x20 - action: Deny\n    protocol: TCP\n    destination: {ports: [80]}\n";
+    program(
+        &node,
+        &mut prog,
+        &format!("{HEP}\n---\n{edge_in}\n---\n{edge_fwd}\n---\n{pre}"),
+    );
+    assert!(
+        !out1.tcp_ok(ip("10.77.1.1"), 80),
+        "pre-DNAT deny on the original port"
+    );
+    assert!(
+        out1.tcp_ok(ip("10.77.1.1"), 8080),
+        "other traffic goes on to normal policy"
+    );
+}
+
+#[test]
+fn pre_dnat_and_untracked_policies_stay_out_of_the_pod_pipeline_and_untracked_is_refused() {
+    let c = objects(&format!(
+        "{HEP}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+         metadata: {{name: dnt}}\nspec:\n  selector: all()\n  doNotTrack: true\n  applyOnForward: true\n  ingress:\n  - action: Deny\n"
+    ));
+    assert!(c.policy_set(&[], &[]).unwrap().tiers.is_empty());
+    let hosts = c.host_policies().unwrap();
+    assert_eq!(hosts.do_not_track.tiers.len(), 1);
+    let e = compile_host(
+        &hosts,
+        &Inventory::default(),
+        &HostOptions::calico_defaults(None),
+    );
+    assert!(matches!(e, Err(CompileError::Unsupported(_))), "{e:?}");
+    // Namespaced policies and GNPs with a namespace selector never select host endpoints.
+    let c = objects(&format!(
+        "{HEP}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+         metadata: {{name: ns}}\nspec:\n  selector: all()\n  namespaceSelector: all()\n  ingress:\n  - action: Deny\n"
+    ));
+    let hosts = c.host_policies().unwrap();
+    let p = &hosts.normal.tiers[0].policies[0];
+    assert!(!hosts.endpoints[0].selected_by(&p.subject));
+}
