@@ -59,9 +59,17 @@ struct Subject {
     add: Vec<f64>,
     del: Vec<f64>,
     failures: Vec<String>,
+    /// `cnet-trace` phase times (ms) by "CMD phase", with `CNET_BENCH_TRACE=1`.
+    phases: std::collections::BTreeMap<String, Vec<f64>>,
 }
 
-fn timed(node: &NetNs, mut cmd: Command, stdin: &[u8]) -> Result<Duration, String> {
+/// Whether to run `cnet` with `CNET_TRACE=1` and print its phase medians.
+fn tracing() -> bool {
+    std::env::var_os("CNET_BENCH_TRACE").is_some_and(|v| v == "1")
+}
+
+/// Spawn-to-exit time of one call, and its stderr (phase lines with `CNET_TRACE=1`).
+fn timed(node: &NetNs, mut cmd: Command, stdin: &[u8]) -> Result<(Duration, String), String> {
     node.in_netns(|| {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -74,7 +82,7 @@ fn timed(node: &NetNs, mut cmd: Command, stdin: &[u8]) -> Result<Duration, Strin
         let out = child.wait_with_output().map_err(|e| format!("wait: {e}"))?;
         let d = t.elapsed();
         if out.status.success() {
-            Ok(d)
+            Ok((d, String::from_utf8_lossy(&out.stderr).into_owned()))
         } else {
             Err(format!(
                 "{} {}",
@@ -103,6 +111,7 @@ impl Subject {
                     .env("CNI_CONTAINERID", &cid)
                     .env("CNI_NETNS", pod.path())
                     .env("CNI_IFNAME", "eth0")
+                    .env("CNET_TRACE", if tracing() { "1" } else { "0" })
                     .env(
                         "CNI_PATH",
                         format!(
@@ -134,7 +143,18 @@ impl Subject {
             }
         };
         match timed(node, cmd, &stdin) {
-            Ok(d) => (if add { &mut self.add } else { &mut self.del }).push(d.as_secs_f64() * 1e3),
+            Ok((d, stderr)) => {
+                (if add { &mut self.add } else { &mut self.del }).push(d.as_secs_f64() * 1e3);
+                for l in stderr.lines() {
+                    let mut w = l.split_whitespace();
+                    if let (Some("cnet-trace"), Some(c), Some(p), Some(ms)) =
+                        (w.next(), w.next(), w.next(), w.next())
+                        && let Ok(ms) = ms.trim_end_matches("ms").parse::<f64>()
+                    {
+                        self.phases.entry(format!("{c} {p}")).or_default().push(ms);
+                    }
+                }
+            }
             Err(e) => self.failures.push(format!(
                 "{} {} pod {i}: {}",
                 self.label,
@@ -193,6 +213,7 @@ fn main() {
             add: vec![],
             del: vec![],
             failures: vec![],
+            phases: Default::default(),
         },
         Subject {
             label: "cnet bridge",
@@ -203,6 +224,7 @@ fn main() {
             add: vec![],
             del: vec![],
             failures: vec![],
+            phases: Default::default(),
         },
         Subject {
             label: "bridge+host-local",
@@ -213,6 +235,7 @@ fn main() {
             add: vec![],
             del: vec![],
             failures: vec![],
+            phases: Default::default(),
         },
         Subject {
             label: "ptp+host-local",
@@ -223,6 +246,7 @@ fn main() {
             add: vec![],
             del: vec![],
             failures: vec![],
+            phases: Default::default(),
         },
     ];
     if Path::new(NETAVARK).exists() {
@@ -235,6 +259,7 @@ fn main() {
             add: vec![],
             del: vec![],
             failures: vec![],
+            phases: Default::default(),
         });
     } else {
         println!("netavark not installed ({NETAVARK}): install the netavark package");
@@ -283,6 +308,18 @@ fn main() {
         );
     }
     println!("(ratios against the reference bridge+host-local; targets: ADD <= 0.3x, DEL <= 0.2x)");
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average at the end: {}", l.trim());
+    }
+    for s in subjects.iter_mut().filter(|s| !s.phases.is_empty()) {
+        println!("{} phase medians (CNET_TRACE):", s.label);
+        for (phase, v) in s.phases.iter_mut() {
+            println!(
+                "  {phase:<22} {:>8.3} ms",
+                cnet_benches::median(v).unwrap_or(f64::NAN)
+            );
+        }
+    }
     let mut failed = false;
     for s in &subjects {
         for f in s.failures.iter().take(3) {

@@ -13,8 +13,8 @@ fn main() {
     // `/proc/self/exe` is this very binary, even if its file was replaced meanwhile.
     let mut plugin = cnet_cni::cnet::CnetPlugin::default().with_reaper("/proc/self/exe");
     let code = cnet_cni::run(&mut plugin);
-    // Dropping the plugin prints the trace total (CNET_TRACE=1) and closes the nftables
-    // socket (cheap when a reaper holds it too).
-    drop(plugin);
+    // Closes the nftables socket (cheap when a reaper holds it too) and prints the trace's
+    // total (CNET_TRACE=1).
+    plugin.finish();
     std::process::exit(code);
 }

@@ -89,6 +89,9 @@ pub const CODE_POLICY: u32 = 112;
 pub trait PolicySync {
     /// Make the kernel match `state` (endpoints and policies), in one transaction.
     fn sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError>;
+
+    /// Release what the last sync kept (e.g. its nftables socket). Default: nothing.
+    fn release(&mut self) {}
 }
 
 /// No policy programming (policy disabled).
@@ -226,6 +229,15 @@ impl CnetPlugin {
         }
     }
 
+    /// End of the invocation (after the result is written): release the policy programmer's
+    /// resources and print the trace's last phases and total (`CNET_TRACE=1`).
+    pub fn finish(&mut self) {
+        self.trace.phase("output");
+        self.policy.release();
+        self.trace.phase("release");
+        self.trace = trace::Trace::off();
+    }
+
     /// Let deferred teardowns ([`teardown`]) start `exe reap <container_id> <ifname>` as a
     /// detached reaper (the `cnet` binary passes itself, `/proc/self/exe`). Without one, DEL
     /// deletes the retired veth pair itself before it returns.
@@ -342,7 +354,7 @@ impl CnetPlugin {
         });
         // Volatile (no fsync): enough for `kill -9` (see `state`); after a power loss the
         // attachment's links are gone and its lease is found by DEL/GC through the owner. The
-        // ADD's single durable commit point is the *ready* commit below.
+        // ADD's only fsync is the IPAM's lease.
         guard.commit_volatile()?;
         self.trace.phase("commit-pending");
         match self.attach(req, conf, guard) {
@@ -390,7 +402,10 @@ impl CnetPlugin {
             rec.addresses = att.addresses.clone();
             rec.phase = Phase::Ready;
         }
-        guard.commit()?;
+        // Volatile too: a *ready* record describes kernel state (links, routes, nftables)
+        // that a power loss erases with it; the lease is durable in the IPAM and found by
+        // DEL/GC through the owner. `kill -9` cannot tear it (see `state`).
+        guard.commit_volatile()?;
         self.trace.phase("commit-ready");
         let sandbox = req
             .env

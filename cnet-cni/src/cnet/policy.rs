@@ -325,6 +325,10 @@ impl PolicySync for EngineSync {
         self.last = Some(sync_state(&conf.policy.state_dir, state)?);
         Ok(())
     }
+
+    fn release(&mut self) {
+        self.last = None;
+    }
 }
 
 /// The state directory of a network: `root/<network>`.

@@ -9,7 +9,7 @@
 //!   under the lock. The directory is not `fsync`ed.
 //! - **Durable and volatile commits**: [`StateGuard::commit`] also `fsync`s the document and
 //!   hard-links it as `state.durable.json` (no second write); [`StateGuard::commit_volatile`]
-//!   does not `fsync`. The plugin's intermediate steps (ADD's *pending* intent, DEL, GC) are
+//!   does not `fsync`. Every plugin commit (ADD's *pending* and *ready* records, DEL, GC) is
 //!   volatile: what they record (links, routes, nftables, pod netns) is kernel state that a
 //!   power loss erases anyway, and the IPAM's leases are durable on their own and keyed by
 //!   the attachment. After a power loss a volatile `state.json` may come back empty or with
@@ -422,7 +422,7 @@ impl StateGuard {
     }
 
     /// Write the document atomically and durably (temp file, fsync, rename; the same inode
-    /// becomes [`DURABLE_FILE`]). For operator data (policies, labels) and completed ADDs.
+    /// becomes [`DURABLE_FILE`]). For operator data (policies, labels).
     pub fn commit(&mut self) -> Result<(), CniError> {
         self.write(true)
     }
