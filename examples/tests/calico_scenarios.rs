@@ -47,3 +47,58 @@ fn calico_scenarios_pass_in_the_kernel() {
         assert!(passed >= expected - 3, "{mode:?}:\n{text}");
     }
 }
+
+/// The other scenario files written from the Calico and network-policy-api documents:
+/// every selector operator, extended rule fields, hostNetwork pods, ANP/BANP and
+/// ClusterNetworkPolicy. Evaluator first, then the kernel in both modes, same verdicts
+/// (records with pods on two nodes are skipped by the single-node lab).
+const MORE: [&str; 3] = [
+    "calico-selectors.json",
+    "calico-extended.json",
+    "admin-network-policy.json",
+];
+
+#[test]
+fn more_scenarios_pass_with_the_evaluator() {
+    for f in MORE {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios")
+            .join(f);
+        let records = read_records(&path).expect("scenario file parses");
+        assert!(
+            records.iter().all(|r| matches!(r, RecordInput::Ok(_))),
+            "{f}"
+        );
+        let report = run_records(&records, &mut EvaluatorOracle, &RunOptions::default());
+        let text = report.render(true);
+        let (passed, failed, skipped) = report.totals();
+        assert_eq!((failed, skipped), (0, 0), "{f}:\n{text}");
+        assert!(passed > 0, "{f}:\n{text}");
+    }
+}
+
+#[test]
+fn more_scenarios_pass_in_the_kernel() {
+    cnet_testsupport::require_priv!();
+    for f in MORE {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios")
+            .join(f);
+        let records = read_records(&path).expect("scenario file parses");
+        for mode in [
+            cnet_examples::lab::LabMode::Bridge,
+            cnet_examples::lab::LabMode::Transparent,
+        ] {
+            let report =
+                cnet_examples::lab::run_records_parallel(&records, mode, &RunOptions::default());
+            let text = report.render(true);
+            let (passed, failed, skipped) = report.totals();
+            // Only multi-node records are skipped (the lab builds one node).
+            let multi_node = text
+                .matches("the multi-node lab (underlay) is not built")
+                .count();
+            assert_eq!((failed, skipped), (0, multi_node), "{f} {mode:?}:\n{text}");
+            assert!(passed > 0, "{f} {mode:?}:\n{text}");
+        }
+    }
+}
