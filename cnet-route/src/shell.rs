@@ -249,6 +249,9 @@ async fn index(nl: &Nl, name: &str) -> Result<u32, Error> {
         })
 }
 
+/// One queued netlink request of [`configure`].
+type Req<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + 'a>>;
+
 async fn configure(
     node: &Nl,
     pod: &Nl,
@@ -261,36 +264,44 @@ async fn configure(
         Some(indexes) => indexes,
         None => futures::try_join!(index(node, &v.host), index(pod, &v.pod))?,
     };
+    // Each side's requests are pipelined: all are queued on the socket before the first
+    // answer is awaited. The kernel handles one socket's messages in order, so a route is
+    // still added after the link is up and the scope-link route before the route through
+    // it; any error fails the attach (which deletes the pair).
     let node_side = async {
         for s in plan.sysctls.iter().filter(|s| s.interface.is_some()) {
             write_sysctl(s)?;
         }
-        node.set_up_with_alias(&v.host, host_index, &v.host_alias)
-            .await?;
+        let mut reqs: Vec<Req<'_>> = vec![Box::pin(node.set_up_with_alias(
+            &v.host,
+            host_index,
+            &v.host_alias,
+        ))];
         for r in plan.routes_on(Side::Node) {
-            node.add_route(r, host_index).await?;
+            reqs.push(Box::pin(node.add_route(r, host_index)));
         }
         for n in plan.neighbours_on(Side::Node) {
-            node.add_neighbour(n, host_index).await?;
+            reqs.push(Box::pin(node.add_neighbour(n, host_index)));
         }
-        Ok::<(), Error>(())
+        futures::future::try_join_all(reqs).await.map(|_| ())
     };
     let pod_side = async {
         // No await between entering the pod netns and coming back: the node-side future
         // cannot run on this thread meanwhile.
         sysctls_in(pod_ns, node_ns, &plan.pod_sysctls)?;
-        pod.set_up(&v.pod, pod_index).await?;
+        let mut reqs: Vec<Req<'_>> = vec![Box::pin(pod.set_up(&v.pod, pod_index))];
         for a in plan.addresses.iter().filter(|a| a.side == Side::Pod) {
-            pod.add_address(&a.ifname, pod_index, a.address, a.nodad, false)
-                .await?;
+            reqs.push(Box::pin(
+                pod.add_address(&a.ifname, pod_index, a.address, a.nodad, false),
+            ));
         }
         for r in plan.routes_on(Side::Pod) {
-            pod.add_route(r, pod_index).await?;
+            reqs.push(Box::pin(pod.add_route(r, pod_index)));
         }
         for n in plan.neighbours_on(Side::Pod) {
-            pod.add_neighbour(n, pod_index).await?;
+            reqs.push(Box::pin(pod.add_neighbour(n, pod_index)));
         }
-        Ok::<(), Error>(())
+        futures::future::try_join_all(reqs).await.map(|_| ())
     };
     futures::try_join!(node_side, pod_side)?;
     Ok(pod_index)
