@@ -136,8 +136,8 @@ fn host_endpoint_policy_filters_host_forwarded_and_pre_dnat_traffic() {
     require_priv!();
     let (node, out1, out2) = topology();
     let _s = (
-        serve(&node, &[22, 8080, 8081]),
-        serve(&out1, &[8080, 8081]),
+        serve(&node, &[22, 8080, 8081, 8082]),
+        serve(&out1, &[179, 8080, 8081]),
         serve(&out2, &[8080]),
     );
     let up =
@@ -164,6 +164,10 @@ fn host_endpoint_policy_filters_host_forwarded_and_pre_dnat_traffic() {
         "host egress: default deny"
     );
     assert!(
+        node.tcp_ok(ip("10.77.1.2"), 179),
+        "outbound failsafe port (BGP)"
+    );
+    assert!(
         out2.tcp_ok(ip("10.77.1.2"), 8080),
         "forwarded: no applyOnForward policy"
     );
@@ -183,6 +187,31 @@ fn host_endpoint_policy_filters_host_forwarded_and_pre_dnat_traffic() {
     assert!(node.tcp_ok(ip("10.77.1.2"), 8080), "host egress allowed");
     assert!(out2.tcp_ok(ip("10.77.1.2"), 8080), "forwarded, allowed");
     assert!(!out2.tcp_ok(ip("10.77.1.2"), 8081), "forwarded, denied");
+
+    // Tiers: a security tier (order 100) passes 8080/8081 from eth1's network to the next
+    // tier, where edge-8081 (Log, then Allow 8081) and edge-in decide; 8082 is not passed:
+    // the security tier's end-of-tier deny.
+    let tiers = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\nspec: {order: 100}\n\
+        ---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+        metadata: {name: security.edge}\nspec:\n  tier: security\n  selector: role == 'edge'\n  types: [Ingress]\n  ingress:\n\
+        \x20 - action: Pass\n    protocol: TCP\n    source: {nets: [10.77.1.0/24]}\n    destination: {ports: [8080, 8081]}\n\
+        ---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+        metadata: {name: edge-8081}\nspec:\n  selector: role == 'edge'\n  types: [Ingress]\n  ingress:\n\
+        \x20 - action: Log\n  - action: Allow\n    protocol: TCP\n    destination: {ports: [8081]}\n";
+    program(
+        &node,
+        &mut prog,
+        &format!("{HEP}\n---\n{edge_in}\n---\n{edge_fwd}\n---\n{tiers}"),
+    );
+    assert!(out1.tcp_ok(ip("10.77.1.1"), 8081), "passed, then allowed");
+    assert!(
+        out1.tcp_ok(ip("10.77.1.1"), 8080),
+        "passed, allowed by edge-in"
+    );
+    assert!(
+        !out1.tcp_ok(ip("10.77.1.1"), 8082),
+        "security tier end-of-tier deny"
+    );
 
     // Pre-DNAT: the node DNATs eth1:80 to out2:8080. Without pre-DNAT policy the
     // translated, forwarded connection passes (no applyOnForward ingress policy); a pre-DNAT
