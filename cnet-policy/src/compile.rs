@@ -12,9 +12,10 @@
 //!   connections), ICMPv6 neighbour discovery accepted, then dispatch through a verdict map
 //!   keyed by the pod: its host interface (`iifname`/`oifname`) in transparent mode, its address
 //!   (`ip saddr`/`ip daddr`) in bridge mode. A pod the map does not know is not ours (remote or
-//!   not a pod): no policy applies. A known pod maps to `accept` (no policy selects it for that
-//!   direction: open), `drop` (pending: attached, policy not programmed yet — fail closed) or
-//!   `goto <dir>_start` (selected).
+//!   not a pod): no policy applies. A local pod maps to `drop` (pending: attached, policy not
+//!   programmed yet — fail closed) or `goto <dir>_start` (selected); a pod no policy selects
+//!   for that direction has no entry (open: the base chain's policy accepts, which is what an
+//!   `accept` entry would do, with one element less per pod to program).
 //! * `<dir>_start` drops `ct state invalid` and walks the tiers in order. A tier's chain jumps,
 //!   for each policy in order, to the policy's chain when the pod is in the policy's subject
 //!   set; then, for a tier whose default is `Deny`, drops pods of any of its subjects; then
@@ -449,7 +450,9 @@ impl<'a> Compiler<'a> {
                 } else if *sel {
                     Verdict::Goto(start.clone())
                 } else {
-                    Verdict::Accept
+                    // Open for this direction: no entry (falling off the base chain, policy
+                    // accept, is what an `accept` entry would do; fewer elements to program).
+                    continue;
                 };
                 for k in self.keys_of(ep, *fam) {
                     m.elements.insert(k, Some(v.clone()));

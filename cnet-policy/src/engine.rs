@@ -69,6 +69,14 @@ pub enum EngineError {
     State(String),
 }
 
+/// An endpoint as it was at the last refresh of the live state.
+#[derive(Debug, Clone)]
+struct Stashed {
+    ep: Endpoint,
+    ifname: Option<String>,
+    pending: bool,
+}
+
 /// Policies, endpoints and the programmed state of one node.
 pub struct Engine {
     opts: CompileOptions,
@@ -86,8 +94,9 @@ pub struct Engine {
     live: Option<Live>,
     /// Policies, namespaces, nodes or host-network endpoints changed: rebuild the structure.
     structure_dirty: bool,
-    /// Endpoints changed since the live state was last brought up to date.
-    dirty: BTreeSet<EndpointId>,
+    /// Endpoints changed since the live state was last brought up to date, with their state
+    /// then (`None`: absent), from which their old contribution is recomputed.
+    dirty: BTreeMap<EndpointId, Option<Stashed>>,
     /// The live state was rebuilt since the last sync: the next sync diffs whole.
     rebuilt: bool,
 }
@@ -124,7 +133,7 @@ impl Engine {
             assumed: None,
             live: None,
             structure_dirty: true,
-            dirty: BTreeSet::new(),
+            dirty: BTreeMap::new(),
             rebuilt: true,
         }
     }
@@ -188,7 +197,19 @@ impl Engine {
         if host_network || was_host {
             self.structure_dirty = true;
         }
-        self.dirty.insert(id.clone());
+        if self.structure_dirty || self.live.is_none() {
+            // The next refresh rebuilds everything: nothing to remember.
+            self.dirty.clear();
+            return;
+        }
+        if !self.dirty.contains_key(id) {
+            let then = self.inventory.endpoints.get(id).map(|ep| Stashed {
+                ep: ep.clone(),
+                ifname: self.attachments.host_ifname.get(id).cloned(),
+                pending: self.attachments.pending.contains(id),
+            });
+            self.dirty.insert(id.clone(), then);
+        }
     }
 
     /// Add or replace a namespace and its labels.
@@ -350,19 +371,28 @@ impl Engine {
         };
         // Compute every contribution first: an error (bad interface name) changes nothing.
         let mut updates = Vec::with_capacity(self.dirty.len());
-        for id in &self.dirty {
-            let items = match self.inventory.endpoints.get(id) {
-                Some(ep) => {
-                    let labels = self.inventory.namespace_labels(&ep.namespace);
-                    live.structure
-                        .contribution(ep, &labels, &self.attachments, &self.opts)?
+        let s = &live.structure;
+        for (id, then) in &self.dirty {
+            let old = match then {
+                Some(t) => {
+                    let labels = self.inventory.namespace_labels(&t.ep.namespace);
+                    s.contribution(&t.ep, &labels, t.ifname.as_ref(), t.pending, &self.opts)?
                 }
                 None => Vec::new(),
             };
-            updates.push((id, items));
+            let new = match self.inventory.endpoints.get(id) {
+                Some(ep) => {
+                    let labels = self.inventory.namespace_labels(&ep.namespace);
+                    let ifname = self.attachments.host_ifname.get(id);
+                    let pending = self.attachments.pending.contains(id);
+                    s.contribution(ep, &labels, ifname, pending, &self.opts)?
+                }
+                None => Vec::new(),
+            };
+            updates.push((id, old, new));
         }
-        for (id, items) in updates {
-            live.set_endpoint(id, items);
+        for (id, old, new) in updates {
+            live.set_endpoint(id, &old, &new);
         }
         self.dirty.clear();
         Ok(())

@@ -1,7 +1,9 @@
-//! The engine's incremental state: the [`Structure`] of the table, every endpoint's
-//! contribution, a reference count per element (two endpoints may contribute the same
-//! element; for map keys the endpoint with the greatest id wins, as in the compiler) and the
-//! desired [`Ruleset`] kept up to date by patching. A pod change costs its own contribution
+//! The engine's incremental state: the [`Structure`] of the table, a reference count per
+//! element (two endpoints may contribute the same element; for map keys the endpoint with the
+//! greatest id wins, as in the compiler) and the desired [`Ruleset`] kept up to date by
+//! patching. Contributions are not stored: the engine keeps the state an endpoint had at the
+//! last refresh and recomputes its old contribution from it (the structure is unchanged in
+//! between, or the whole state is rebuilt). A pod change costs its old and new contributions
 //! plus `O(changes · log n)` patching, and yields an element-only change list against what
 //! was last taken ([`Live::take_changes`]).
 
@@ -83,7 +85,6 @@ pub(crate) struct Live {
     pub(crate) structure: Structure,
     /// Structure plus every contribution: what the kernel should hold.
     pub(crate) ruleset: Ruleset,
-    contrib: HashMap<EndpointId, Vec<Item>>,
     refs: Vec<HashMap<Element, Refs, Fx>>,
     /// Elements changed since the last [`Live::take_changes`], with their value then
     /// (`None`: absent).
@@ -99,38 +100,50 @@ impl Live {
         opts: &CompileOptions,
     ) -> Result<Live, CompileError> {
         let nsets = structure.set_names.len();
-        let mut live = Live {
-            ruleset: structure.ruleset.clone(),
-            structure,
-            contrib: HashMap::with_capacity(inventory.endpoints.len()),
-            refs: vec![HashMap::default(); nsets],
-            touched: BTreeMap::new(),
-        };
         let mut ns_labels: HashMap<&str, Labels> = HashMap::new();
+        let mut all: Vec<(Arc<EndpointId>, Vec<Item>)> =
+            Vec::with_capacity(inventory.endpoints.len());
+        let mut per_set = vec![0usize; nsets];
         for (id, ep) in &inventory.endpoints {
             let labels = ns_labels
                 .entry(ep.namespace.as_str())
                 .or_insert_with(|| inventory.namespace_labels(&ep.namespace));
-            let items = live.structure.contribution(ep, labels, att, opts)?;
+            let items = structure.contribution(
+                ep,
+                labels,
+                att.host_ifname.get(id),
+                att.pending.contains(id),
+                opts,
+            )?;
             if items.is_empty() {
                 continue;
             }
-            // Endpoints come in id order: pushing keeps each owner list sorted.
-            let arc = Arc::new(id.clone());
-            for (set, e, v) in &items {
-                if let Some(m) = live.refs.get_mut(*set as usize) {
-                    let r = m.entry(e.clone()).or_default();
+            for (set, _, _) in &items {
+                if let Some(n) = per_set.get_mut(*set as usize) {
+                    *n += 1;
+                }
+            }
+            all.push((Arc::new(id.clone()), items));
+        }
+        let mut refs: Vec<HashMap<Element, Refs, Fx>> = per_set
+            .iter()
+            .map(|n| HashMap::with_capacity_and_hasher(*n, Fx::default()))
+            .collect();
+        // Endpoints come in id order: pushing keeps each owner list sorted.
+        for (arc, items) in all {
+            for (set, e, v) in items {
+                if let Some(m) = refs.get_mut(set as usize) {
+                    let r = m.entry(e).or_default();
                     match v {
                         None => r.plain += 1,
-                        Some(v) => r.owners.push((arc.clone(), v.clone())),
+                        Some(v) => r.owners.push((arc.clone(), v)),
                     }
                 }
             }
-            live.contrib.insert(id.clone(), items);
         }
-        let table = live.structure.table.clone();
-        if let Some(t) = live.ruleset.tables.get_mut(&table) {
-            for (name, m) in live.structure.set_names.iter().zip(&live.refs) {
+        let mut ruleset = structure.ruleset.clone();
+        if let Some(t) = ruleset.tables.get_mut(&structure.table) {
+            for (name, m) in structure.set_names.iter().zip(&refs) {
                 let Some(s) = t.sets.get_mut(name) else {
                     continue;
                 };
@@ -147,16 +160,18 @@ impl Live {
                 }
             }
         }
-        Ok(live)
+        Ok(Live {
+            structure,
+            ruleset,
+            refs,
+            touched: BTreeMap::new(),
+        })
     }
 
-    /// Replace an endpoint's contribution (empty: removed) and patch the ruleset.
-    pub(crate) fn set_endpoint(&mut self, id: &EndpointId, items: Vec<Item>) {
-        let old = self.contrib.remove(id).unwrap_or_default();
+    /// Replace an endpoint's contribution `old` (empty: it was absent) by `items` (empty:
+    /// removed) and patch the ruleset.
+    pub(crate) fn set_endpoint(&mut self, id: &EndpointId, old: &[Item], items: &[Item]) {
         if old == items {
-            if !items.is_empty() {
-                self.contrib.insert(id.clone(), items);
-            }
             return;
         }
         let arc = Arc::new(id.clone());
@@ -220,9 +235,6 @@ impl Live {
                     }
                 }
             }
-        }
-        if !items.is_empty() {
-            self.contrib.insert(id.clone(), items);
         }
     }
 

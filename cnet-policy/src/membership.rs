@@ -45,8 +45,8 @@ pub(crate) enum SetDef {
         /// Address family.
         fam: Fam,
     },
-    /// Dispatch map of a direction: local endpoint key → drop (pending), goto `start`
-    /// (selected for the direction) or accept.
+    /// Dispatch map of a direction: local endpoint key → drop (pending) or goto `start`
+    /// (selected for the direction); no entry when open.
     Dispatch {
         /// Direction.
         dir: Direction,
@@ -197,20 +197,20 @@ impl Structure {
         }))
     }
 
-    /// The elements one endpoint contributes, sorted by (set, key), each once.
+    /// The elements one endpoint contributes, sorted by (set, key), each once, given its
+    /// host interface and pending mark.
     pub(crate) fn contribution(
         &self,
         ep: &Endpoint,
         ns_labels: &Labels,
-        att: &Attachments,
+        ifname: Option<&String>,
+        pending: bool,
         opts: &CompileOptions,
     ) -> Result<Vec<Item>, CompileError> {
         let mut out: Vec<Item> = Vec::new();
         if ep.host_network {
             return Ok(out);
         }
-        let id = ep.id();
-        let ifname = att.host_ifname.get(&id);
         let here = match (&opts.node, &ep.node) {
             (Some(n), Some(m)) => n == m,
             _ => true,
@@ -222,7 +222,7 @@ impl Structure {
                     Some(n) if valid_ifname(n) => true,
                     Some(n) => {
                         return Err(CompileError::BadIfname {
-                            endpoint: id,
+                            endpoint: ep.id(),
                             ifname: n.clone(),
                         });
                     }
@@ -274,14 +274,14 @@ impl Structure {
                         .collect(),
                 }
             };
-            let pending = att.pending.contains(&id);
             for (set, d, fam, start) in &self.dispatch {
                 let v = if pending {
                     Verdict::Drop
                 } else if selected[dir_index(*d)] {
                     Verdict::Goto(start.clone())
                 } else {
-                    Verdict::Accept
+                    // Open: no entry (as the compiler).
+                    continue;
                 };
                 for k in keys(*fam) {
                     out.push((*set, k, Some(v.clone())));

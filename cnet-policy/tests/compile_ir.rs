@@ -153,7 +153,22 @@ fn dispatch_is_a_verdict_map_and_selectors_are_shared_sets() {
         );
     }
     assert!(t.sets["eg_dispatch"].decl.verdict_map);
-    assert_eq!(t.sets["eg_dispatch"].elements.len(), 9);
+    // Only pods a policy selects for the direction have an entry (goto its start chain);
+    // open pods fall off the base chain, whose policy accepts.
+    assert_eq!(t.sets["eg_dispatch"].elements.len(), 3, "the 3 api pods");
+    assert_eq!(
+        t.sets["ing_dispatch"].elements.len(),
+        6,
+        "the db and api pods"
+    );
+    for m in ["eg_dispatch", "ing_dispatch"] {
+        assert!(
+            t.sets[m].elements.values().all(
+                |v| matches!(v, Some(cnet_policy::nft::Verdict::Goto(c)) if c.ends_with("_start"))
+            ),
+            "{m}"
+        );
+    }
     // `app: api` in prod is a subject of two policies and a peer of two rules: one set per
     // family (sel4/sel6) and one subject ifname set.
     let sel4 = t.sets.keys().filter(|k| k.starts_with("sel4_")).count();
