@@ -270,3 +270,46 @@ fn pre_dnat_and_untracked_policies_stay_out_of_the_pod_pipeline_and_untracked_is
     let p = &hosts.normal.tiers[0].policies[0];
     assert!(!hosts.endpoints[0].selected_by(&p.subject));
 }
+
+#[test]
+fn rule_selectors_match_host_endpoints_by_their_expected_ips() {
+    use cnet_policy::{Endpoint, Evaluator, Flow, Protocol, Verdict};
+    let c = objects(&format!(
+        "{HEP}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+         metadata: {{name: web}}\nspec:\n  selector: app == 'web'\n  ingress:\n\
+         \x20 - action: Allow\n    source: {{selector: role == 'edge'}}\n"
+    ));
+    let set = c.policy_set(&[], &[]).unwrap();
+    let mut inv = Inventory::default();
+    inv.upsert_endpoint(Endpoint::new(
+        "prod",
+        "web",
+        [("app".to_string(), "web".to_string())].into(),
+        vec![ip("10.0.0.5")],
+    ));
+    let e = Evaluator::new(set.clone(), inv.clone());
+    let from = |src: &str| {
+        e.decide(&Flow {
+            src: ip(src),
+            dst: ip("10.0.0.5"),
+            protocol: Protocol::Tcp,
+            dst_port: 80,
+        })
+        .verdict
+    };
+    assert_eq!(
+        from("10.77.1.1"),
+        Verdict::Allow,
+        "the host endpoint's expected IP"
+    );
+    assert_eq!(from("10.77.1.9"), Verdict::Deny, "another address");
+    let rs = cnet_policy::compile::compile(
+        &set,
+        &inv,
+        &cnet_policy::compile::Attachments::default(),
+        &cnet_policy::compile::CompileOptions::new(cnet_policy::compile::Mode::Bridge),
+    )
+    .unwrap();
+    let text = cnet_policy::nft::render_ruleset(&rs);
+    assert!(text.contains("10.77.1.1"), "{text}");
+}

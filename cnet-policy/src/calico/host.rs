@@ -19,7 +19,9 @@
 //!   `notrack` statement yet), so nothing is programmed more open than the policy.
 //!
 //! preDNAT and doNotTrack policies apply to host endpoints only: they are left out of the pod
-//! pipeline ([`super::CalicoObjects::policy_set`]).
+//! pipeline ([`super::CalicoObjects::policy_set`]). In the other direction, rule selectors
+//! (for pods as for host endpoints) match a host endpoint's `expectedIPs`, as they match a
+//! global network set's nets.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

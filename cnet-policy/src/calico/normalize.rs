@@ -171,6 +171,8 @@ struct Ctx<'a> {
     /// The policy's namespace (namespaced NetworkPolicy).
     namespace: Option<&'a str>,
     sets: &'a [Object<NetworkSetSpec>],
+    /// Host endpoints (rule selectors match their `expectedIPs`, like global network sets).
+    hosts: &'a [Object<HostEndpointSpec>],
 }
 
 impl Ctx<'_> {
@@ -209,6 +211,29 @@ impl Ctx<'_> {
                 out.push(NetSetRef {
                     namespace: (!global).then(|| s.metadata.namespace.clone().unwrap_or_default()),
                     name: s.metadata.name.clone(),
+                    nets,
+                });
+            }
+        }
+        // Host endpoints are cluster-scoped: in scope exactly like a global network set; a
+        // selector that matches one matches its expected IPs (Calico host endpoint reference).
+        let global_in_scope = match ns {
+            NamespaceMatch::Any => true,
+            NamespaceMatch::Selector(Selector::Calico(e)) => e.eval(&Labels::new(), true),
+            _ => false,
+        };
+        for h in self.hosts.iter().filter(|_| global_in_scope) {
+            if sel.eval(&h.metadata.labels, true) && !h.spec.expected_ips.is_empty() {
+                let obj = describe("HostEndpoint", &h.metadata);
+                let nets = h
+                    .spec
+                    .expected_ips
+                    .iter()
+                    .map(|a| parse_net(a, &obj, "spec.expectedIPs"))
+                    .collect::<Result<Vec<_>>>()?;
+                out.push(NetSetRef {
+                    namespace: None,
+                    name: format!("hostendpoint/{}", h.metadata.name),
                     nets,
                 });
             }
@@ -518,6 +543,7 @@ impl CalicoObjects {
                     obj: describe(&kind, &o.metadata),
                     namespace: None,
                     sets: &[],
+                    hosts: &[],
                 };
                 policy_of(&o, &ctx)?;
                 if staged {
@@ -638,6 +664,7 @@ impl CalicoObjects {
                 obj: describe(&o.kind, &o.metadata),
                 namespace: o.metadata.namespace.as_deref(),
                 sets: &self.network_sets,
+                hosts: &self.host_endpoints,
             };
             let p = policy_of(o, &ctx)?;
             let t = tier_of(o.spec.tier.as_deref().unwrap_or("default"))?;
