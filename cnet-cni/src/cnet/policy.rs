@@ -148,10 +148,14 @@ pub fn engine_for(data: &StateData) -> Result<Engine, CniError> {
     Ok(e)
 }
 
-/// Move an engine whose inputs are `from` to the inputs `to`.
+/// Move an engine whose inputs are `from` to the inputs `to`, touching only what differs:
+/// an unchanged endpoint or policy is not upserted again, so the engine's incremental path
+/// recomputes only the changed endpoints' elements (one pod per ADD or DEL).
 fn apply_inputs(e: &mut Engine, from: &EngineState, to: &EngineState) -> Result<(), CniError> {
     let id = |s: &StateEndpoint| EndpointId::new(s.namespace.clone(), s.name.clone());
     let keep: BTreeSet<EndpointId> = to.endpoints.iter().map(id).collect();
+    let before: std::collections::BTreeMap<EndpointId, &StateEndpoint> =
+        from.endpoints.iter().map(|s| (id(s), s)).collect();
     for s in &from.endpoints {
         if !keep.contains(&id(s)) {
             e.remove_endpoint(&id(s));
@@ -167,6 +171,9 @@ fn apply_inputs(e: &mut Engine, from: &EngineState, to: &EngineState) -> Result<
         e.upsert_namespace(ns, labels.clone());
     }
     for s in &to.endpoints {
+        if before.get(&id(s)) == Some(&s) {
+            continue;
+        }
         let mut ep = cnet_policy::Endpoint::new(
             &s.namespace,
             &s.name,
@@ -214,11 +221,19 @@ fn apply_inputs(e: &mut Engine, from: &EngineState, to: &EngineState) -> Result<
             e.delete_policy(&pid);
         }
     }
-    for np in &to.network_policies {
+    for np in to
+        .network_policies
+        .iter()
+        .filter(|np| !from.network_policies.contains(np))
+    {
         e.apply_policy(np)
             .map_err(|x| policy_error(x.to_string()))?;
     }
-    for o in &to.admin_policies {
+    for o in to
+        .admin_policies
+        .iter()
+        .filter(|o| !from.admin_policies.contains(o))
+    {
         e.apply_admin_policy(o)
             .map_err(|x| policy_error(x.to_string()))?;
     }
