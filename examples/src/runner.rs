@@ -62,6 +62,8 @@ pub struct PreparedPort {
 pub struct PreparedPod {
     /// Namespace and name.
     pub id: EndpointId,
+    /// Service account name (`None`: the namespace's `default`).
+    pub service_account: Option<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Its address (the node's for host-network pods, unless fixed).
@@ -286,6 +288,7 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
         };
         pods.push(PreparedPod {
             id,
+            service_account: p.service_account_name.clone(),
             labels: p.labels.clone(),
             address,
             host_network: p.host_network,
@@ -301,6 +304,9 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
     let mut rejected_policies = Vec::new();
     let mut admin_policies = Vec::new();
     let mut calico = CalicoObjects::default();
+    // ServiceAccount labels by (namespace, name).
+    let mut service_accounts: BTreeMap<(String, String), BTreeMap<String, String>> =
+        BTreeMap::new();
     for (i, raw) in rec.policies.iter().enumerate() {
         let mut v = raw.clone();
         substitute(&mut v, &by_name)?;
@@ -328,6 +334,20 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
                     kind,
                     value,
                 } => {
+                    if api_version == "v1" && kind == "ServiceAccount" {
+                        let meta = &value["metadata"];
+                        let name = meta["name"].as_str().unwrap_or_default().to_string();
+                        let ns = meta["namespace"].as_str().unwrap_or("default").to_string();
+                        let labels =
+                            serde_json::from_value(meta["labels"].clone()).unwrap_or_default();
+                        if name.is_empty() {
+                            rejected_policies
+                                .push(format!("policies[{i}]: ServiceAccount without a name"));
+                        } else {
+                            service_accounts.insert((ns, name), labels);
+                        }
+                        continue;
+                    }
                     if CalicoObjects::accepts(&api_version, &kind) {
                         if let Err(e) = calico.add_value(value) {
                             rejected_policies.push(format!("policies[{i}]: {e}"));
@@ -368,6 +388,18 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
     {
         return Err("more than one BaselineAdminNetworkPolicy".into());
     }
+    // Every pod runs under a service account (`default` unless named); Calico selects on it
+    // through labels (cnet_policy::Endpoint::with_service_account), which every oracle sees.
+    for p in pods.iter_mut().filter(|p| !p.host_network) {
+        let sa = p
+            .service_account
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let key = (p.id.namespace.clone(), sa.clone());
+        let sa_labels = service_accounts.get(&key).cloned().unwrap_or_default();
+        let ep = Endpoint::new(&p.id.namespace, &p.id.name, p.labels.clone(), vec![]);
+        p.labels = ep.with_service_account(&sa, &sa_labels).labels;
+    }
     // Calico tiers interleave with the ANP tier by order (cnet_policy::calico docs).
     let policy_set = calico
         .policy_set(&policies, &admin_policies)
@@ -400,6 +432,7 @@ fn prepare_inner(rec: &Record, kind: RecordKind) -> Result<PreparedRecord, Strin
         );
         ep.host_network = p.host_network;
         ep.node = Some(p.node.clone());
+
         for port in &p.ports {
             if let Some(name) = &port.name {
                 ep.named_ports.insert(

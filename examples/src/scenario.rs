@@ -85,6 +85,10 @@ pub struct PodInput {
     /// Which node.
     #[serde(default)]
     pub node: Option<String>,
+    /// The pod's service account (`spec.serviceAccountName`; Kubernetes uses `default`
+    /// when unset). Its labels come from `kind: ServiceAccount` objects in `policies`.
+    #[serde(default)]
+    pub service_account_name: Option<String>,
 }
 
 /// A container port.
