@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use cnet_benches::workload::Workload;
-use cnet_benches::{measuring, median};
+use cnet_benches::{Profile, measuring, median, profile};
 use cnet_policy::compile::{CompileOptions, Mode, compile};
 use cnet_testsupport::NetNs;
 
@@ -263,7 +263,8 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
     );
     // Baseline: per-address-pair iptables rules.
     let pair_rules = w.per_pair_rule_count();
-    if pair_rules <= PAIR_RULE_CAP {
+    let cap = profile().pick(PAIR_RULE_ONE_REP, PAIR_RULE_ONE_REP, PAIR_RULE_CAP);
+    if pair_rules <= cap {
         let bns = NetNs::new("ppb");
         let text = w.per_pair_restore();
         let n = if pair_rules > PAIR_RULE_ONE_REP {
@@ -289,7 +290,7 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
         }
     } else {
         println!(
-            "        iptables per-pair: {pair_rules} rules (over the {PAIR_RULE_CAP} cap: not \
+            "        iptables per-pair: {pair_rules} rules (over the {cap} cap: not \
              loaded; see bench policy_baselines)"
         );
     }
@@ -323,10 +324,11 @@ fn main() {
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
+    // Quick profile (scripts/bench): fewer full programs, the baseline only up to 300k rules.
     let reps = std::env::var("CNET_POLICY_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(if profile() == Profile::Quick { 2 } else { 5 });
     for (pods, policies) in scales() {
         scale(pods, policies, reps, 60);
     }
