@@ -2,8 +2,9 @@
 //! ordered Calico policies (projectcalico.org/v3 GlobalNetworkPolicy and NetworkPolicy in
 //! tiers with default actions, Allow/Deny/Pass/Log, selector expressions, namespace
 //! selectors, network sets, nets/notNets, notSelector, protocol/notProtocol, ports/notPorts
-//! including named ports) plus AdminNetworkPolicy and BaselineAdminNetworkPolicy. Every
-//! ordered pair of pods is probed on TCP 80, UDP 81 and TCP 81; the evaluator's verdict and
+//! including named ports, service accounts: policy serviceAccountSelector and rule
+//! serviceAccounts, pods with and without serviceAccountName) plus AdminNetworkPolicy and
+//! BaselineAdminNetworkPolicy. Every ordered pair of pods is probed on TCP 80, UDP 81 and TCP 81; the evaluator's verdict and
 //! the kernel's (real packets through the virtual node, policies compiled and programmed by
 //! the engine) must agree on every flow, in both routing modes. Failing cases are persisted
 //! next to this file and replayed first.
@@ -54,6 +55,16 @@ fn selector() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A rule's `serviceAccounts`: names, a selector over the accounts' labels, or both.
+fn service_accounts() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (0..3u8).prop_map(|k| json!({"names": [format!("sa{k}")]})),
+        Just(json!({"names": ["default", "sa1"]})),
+        (0..2u8).prop_map(|t| json!({"selector": format!("team == 't{t}'")})),
+        Just(json!({"names": ["sa0", "sa2"], "selector": "has(team)"})),
+    ]
+}
+
 fn ns_selector() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("all()".to_string()),
@@ -86,10 +97,14 @@ fn entity(destination: bool, ported: bool) -> impl Strategy<Value = Value> {
         prop::option::weighted(0.25, nets()),
         prop::option::weighted(0.4, 0..5u8),
         prop::option::weighted(0.3, 0..4u8),
+        prop::option::weighted(0.15, service_accounts()),
     )
         .prop_map(
-            move |(sel, not_sel, ns, nets, not_nets, ports, not_ports)| {
+            move |(sel, not_sel, ns, nets, not_nets, ports, not_ports, sa)| {
                 let mut e = serde_json::Map::new();
+                if let Some(sa) = sa {
+                    e.insert("serviceAccounts".into(), sa);
+                }
                 if let Some(s) = sel {
                     e.insert("selector".into(), json!(s));
                 }
@@ -184,9 +199,17 @@ fn calico_policy(i: usize) -> impl Strategy<Value = Value> {
         0..3u8,
         prop::collection::vec(calico_rule(), 0..4),
         prop::collection::vec(calico_rule(), 0..4),
+        prop::option::weighted(
+            0.15,
+            prop_oneof![
+                Just("team == 't0'"),
+                Just("projectcalico.org/name == 'sa1'"),
+                Just("!has(team)")
+            ],
+        ),
     )
         .prop_map(
-            move |(global, ns, tier, order, sel, ns_sel, types, ing, eg)| {
+            move |(global, ns, tier, order, sel, ns_sel, types, ing, eg, sa_sel)| {
                 let types = match types {
                     0 => json!(["Ingress"]),
                     1 => json!(["Egress"]),
@@ -197,6 +220,9 @@ fn calico_policy(i: usize) -> impl Strategy<Value = Value> {
                                       "ingress": ing, "egress": eg});
                 if let Some(o) = order {
                     spec["order"] = json!(f64::from(o) * 10.0);
+                }
+                if let Some(a) = sa_sel {
+                    spec["serviceAccountSelector"] = json!(a);
                 }
                 let mut meta = json!({"name": format!("{tier}.c{i}")});
                 let kind = if global {
@@ -297,7 +323,7 @@ fn fixed_objects() -> Vec<Value> {
 fn record() -> impl Strategy<Value = Value> {
     (
         prop::collection::vec(0..3u8, 3),
-        prop::collection::vec((0..3u8, labels()), PODS),
+        prop::collection::vec((0..3u8, labels(), prop::option::of(0..3u8)), PODS),
         (1..4usize).prop_flat_map(|n| (0..n).map(calico_policy).collect::<Vec<_>>()),
         prop::option::weighted(0.3, admin(false)),
         prop::option::weighted(0.3, admin(true)),
@@ -318,13 +344,27 @@ fn record() -> impl Strategy<Value = Value> {
             let pods: Vec<Value> = pods
                 .iter()
                 .enumerate()
-                .map(|(i, (ns, l))| {
-                    json!({"namespace": format!("n{ns}"), "name": format!("p{i}"), "labels": l,
+                .map(|(i, (ns, l, sa))| {
+                    let mut p = json!({"namespace": format!("n{ns}"), "name": format!("p{i}"), "labels": l,
                        "containerPorts": [{"name": "http", "containerPort": 80, "protocol": "TCP"},
-                                          {"name": "dns", "containerPort": 81, "protocol": "UDP"}]})
+                                          {"name": "dns", "containerPort": 81, "protocol": "UDP"}]});
+                    if let Some(k) = sa {
+                        p["serviceAccountName"] = json!(format!("sa{k}"));
+                    }
+                    p
                 })
                 .collect();
             let mut policies = fixed_objects();
+            // Service accounts sa0..sa2 in every namespace; sa0 and sa1 labelled by team.
+            for n in 0..3 {
+                for (k, team) in [(0, Some("t0")), (1, Some("t1")), (2, None)] {
+                    let mut meta = json!({"name": format!("sa{k}"), "namespace": format!("n{n}")});
+                    if let Some(t) = team {
+                        meta["labels"] = json!({"team": t});
+                    }
+                    policies.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}));
+                }
+            }
             policies.extend(calico);
             policies.extend(anp);
             policies.extend(banp);
