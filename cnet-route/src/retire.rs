@@ -82,19 +82,32 @@ pub fn retire(node: &Node, spec: &EndpointSpec) -> Result<Option<String>, Errors
         let retired = retired_ifname(cid, ifname);
         match nl.link(&host).await? {
             Some(l) if crate::shell::owned_by(&l, cid, ifname) => {
-                // An older retired pair of the same attachment (its reaper has not run yet)
-                // would block the rename: delete it first (rare, synchronous).
-                remove_retired(nl, cid, ifname).await?;
-                nl.h.link()
-                    .set(LinkUnspec::new_with_index(l.index).down().build())
-                    .execute()
-                    .await
-                    .map_err(|e| iface(&host, "set down", e))?;
-                nl.h.link()
-                    .set(LinkUnspec::new_with_index(l.index).name(&retired).build())
-                    .execute()
-                    .await
-                    .map_err(|e| iface(&host, "rename to retired", e))?;
+                let rename = || {
+                    nl.h.link()
+                        .set(LinkUnspec::new_with_index(l.index).name(&retired).build())
+                        .execute()
+                };
+                // Both requests queued at once; the kernel handles them in order (a link
+                // must be down to be renamed).
+                let (down, renamed) = futures::join!(
+                    nl.h.link()
+                        .set(LinkUnspec::new_with_index(l.index).down().build())
+                        .execute(),
+                    rename()
+                );
+                down.map_err(|e| iface(&host, "set down", e))?;
+                match renamed {
+                    Ok(()) => {}
+                    // An older retired pair of the same attachment (its reaper has not run
+                    // yet) holds the name: delete it (rare, synchronous) and rename again.
+                    Err(e) if crate::error::nl_errno(&e) == Some(libc::EEXIST) => {
+                        remove_retired(nl, cid, ifname).await?;
+                        rename()
+                            .await
+                            .map_err(|e| iface(&host, "rename to retired", e))?;
+                    }
+                    Err(e) => return Err(iface(&host, "rename to retired", e)),
+                }
                 Ok(Some(retired))
             }
             Some(l) => Err(Error::NotOwned {

@@ -120,6 +120,14 @@ async fn uplink_mtu(node: &Nl, uplink: Option<&str>) -> Result<u32, Error> {
 }
 
 fn write_sysctl(s: &SysctlPlan) -> Result<(), Error> {
+    // A node-wide key usually holds its value already (every attach sets it): read first.
+    // Writing one is not free: `conf.all.forwarding` walks every interface under the RTNL
+    // lock, which a concurrent link deletion may hold (the write then spins on a retry).
+    if s.interface.is_none()
+        && std::fs::read_to_string(s.proc_path()).is_ok_and(|v| v.trim() == s.value)
+    {
+        return Ok(());
+    }
     match std::fs::write(s.proc_path(), &s.value) {
         Ok(()) => Ok(()),
         Err(e) if s.optional && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
