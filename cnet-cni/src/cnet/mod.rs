@@ -250,10 +250,13 @@ impl CnetPlugin {
     /// it could not be started).
     fn reap(&self, req: &Request) {
         let (cid, ifname) = req.owner();
-        if let Some(exe) = &self.reaper
-            && teardown::spawn_reaper(exe, cid, ifname).is_ok()
-        {
-            return;
+        if let Some(exe) = &self.reaper {
+            if matches!(teardown::fork_reaper(cid, ifname), Ok(true)) {
+                return;
+            }
+            if teardown::spawn_reaper(exe, cid, ifname).is_ok() {
+                return;
+            }
         }
         // Best effort: a retired pair left behind is deleted by the next ADD that needs its
         // name, a repeated DEL, or GC.

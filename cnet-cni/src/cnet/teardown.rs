@@ -7,12 +7,14 @@
 //! and proxy entry through it; a bridge stops forwarding to it) and is renamed out of the way
 //! ([`cnet_route::retire`]), the lease is released, the endpoint's policy is removed and the
 //! node state committed — and leaves the deletion of the retired pair to a **reaper**: this
-//! same binary started as `cnet reap <container_id> <ifname>`, detached (its own process
-//! group, stdin/stdout/stderr on `/dev/null`, so the runtime's pipes close when the plugin
-//! exits and a terminal's signals do not reach it; it is not waited for and, once the plugin
-//! has exited, is re-parented to init or the runtime's subreaper). A single spawn is enough:
-//! a second fork only matters for daemons that must not reacquire a terminal, and the reaper
-//! never opens one.
+//! forked child of the plugin ([`fork_reaper`], when the plugin is single-threaded, as it is
+//! between calls), else this same binary started as `cnet reap <container_id> <ifname>`
+//! ([`spawn_reaper`]); detached either way (its own session or process group,
+//! stdin/stdout/stderr on `/dev/null`, so the runtime's pipes close when the plugin exits
+//! and a terminal's signals do not reach it; it is not waited for and, once the plugin has
+//! exited, is re-parented to init or the runtime's subreaper). One fork is enough: a second
+//! only matters for daemons that must not reacquire a terminal, and the reaper never opens
+//! one.
 //!
 //! The reaper is started while the plugin still holds its nftables socket, and inherits it:
 //! the kernel's release of that socket waits for nf_tables' deferred destroy work (an RCU
@@ -77,6 +79,45 @@ pub fn spawn_reaper(exe: &Path, container_id: &str, ifname: &str) -> std::io::Re
         .process_group(0)
         .spawn()
         .map(|_child| ())
+}
+
+/// Fork a reaper (no exec: cheaper than [`spawn_reaper`], whose parent waits for the child's
+/// exec of a large binary) — only when this process is single-threaded, which the plugin is
+/// between its calls (every netns worker thread has been joined). `Ok(false)`: not forked
+/// (more than one thread), use [`spawn_reaper`]. The child starts its own session, puts
+/// `/dev/null` on stdin/stdout/stderr (the runtime's pipes close when the plugin exits),
+/// deletes the retired pair and leaves with `_exit` (no destructors, no buffered output of
+/// the parent flushed twice). Meant for the `cnet` binary, which exits right after: a
+/// long-lived caller would have to reap the child.
+pub fn fork_reaper(container_id: &str, ifname: &str) -> std::io::Result<bool> {
+    if std::fs::read_dir("/proc/self/task")?.count() != 1 {
+        return Ok(false);
+    }
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: the process has one thread (checked above), so no other thread can hold a lock
+    // (allocator, stdio) across the fork; the child only runs this function and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            use std::os::fd::AsRawFd;
+            // SAFETY: plain syscalls on fds this child owns.
+            unsafe {
+                libc::setsid();
+                for fd in 0..3 {
+                    libc::dup2(null.as_raw_fd(), fd);
+                }
+            }
+            let code = run_reaper(&[container_id.to_string(), ifname.to_string()]);
+            // SAFETY: leaves the child without running the parent's destructors or flushing
+            // its copies of the parent's buffers.
+            unsafe { libc::_exit(code) }
+        }
+        _ => Ok(true),
+    }
 }
 
 /// The reaper's body (`cnet reap <container_id> <ifname>`): delete the retired pair. Exit
