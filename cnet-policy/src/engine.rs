@@ -47,6 +47,10 @@ use crate::model::{Labels, Policy, PolicyId, PolicyKind, PolicySet, Protocol, Ti
 use crate::nft::{NftError, Programmer, Ruleset, SyncKind, SyncReport, diff, render_ruleset};
 use crate::normalize::{KUBERNETES_TIER, normalize_network_policy};
 
+#[path = "engine_calico.rs"]
+mod engine_calico;
+pub use engine_calico::{CalicoKey, host_table_name};
+
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -84,6 +88,8 @@ pub struct Engine {
     attachments: Attachments,
     network_policies: BTreeMap<PolicyId, (NetworkPolicy, Policy)>,
     admin_policies: BTreeMap<(String, String), AdminPolicyObject>,
+    /// `projectcalico.org/v3` objects as applied (see [`Engine::apply_calico`]).
+    calico: BTreeMap<CalicoKey, serde_json::Value>,
     /// Tiers set wholesale with [`Engine::set_policy_set`] (replaces the objects above).
     policy_set: Option<PolicySet>,
     cached: Option<PolicySet>,
@@ -127,6 +133,7 @@ impl Engine {
             attachments: Attachments::default(),
             network_policies: BTreeMap::new(),
             admin_policies: BTreeMap::new(),
+            calico: BTreeMap::new(),
             policy_set: None,
             cached: None,
             programmer: None,
@@ -277,6 +284,7 @@ impl Engine {
     pub fn set_policy_set(&mut self, set: PolicySet) {
         self.network_policies.clear();
         self.admin_policies.clear();
+        self.calico.clear();
         self.policy_set = Some(set);
         self.cached = None;
         self.structure_dirty = true;
@@ -285,7 +293,10 @@ impl Engine {
     /// The policy tiers as the compiler and the evaluator see them.
     pub fn policy_set(&mut self) -> Result<&PolicySet, EngineError> {
         if self.cached.is_none() {
-            let set = if self.network_policies.is_empty() && self.admin_policies.is_empty() {
+            let set = if self.network_policies.is_empty()
+                && self.admin_policies.is_empty()
+                && self.calico.is_empty()
+            {
                 self.policy_set.clone().unwrap_or_default()
             } else {
                 self.build_policy_set()?
@@ -296,6 +307,9 @@ impl Engine {
     }
 
     fn build_policy_set(&self) -> Result<PolicySet, EngineError> {
+        if !self.calico.is_empty() {
+            return self.build_calico_policy_set();
+        }
         let admin: Vec<AdminPolicyObject> = self.admin_policies.values().cloned().collect();
         let (anp, banp) = admin_tiers(&admin).map_err(|source| EngineError::Policy {
             object: "admin policies".into(),
@@ -332,12 +346,8 @@ impl Engine {
         self.policy_set()?;
         let empty = PolicySet::default();
         let set = self.cached.as_ref().unwrap_or(&empty);
-        Ok(compile(
-            set,
-            &self.inventory,
-            &self.attachments,
-            &self.opts,
-        )?)
+        let pods = compile(set, &self.inventory, &self.attachments, &self.opts)?;
+        self.with_host_table(pods)
     }
 
     /// Compute the desired state without touching the kernel (what [`Engine::sync`] does
@@ -358,6 +368,10 @@ impl Engine {
             self.rebuilt = true;
             let empty = PolicySet::default();
             let set = self.cached.as_ref().unwrap_or(&empty);
+            // With host endpoints the host table is compiled with the pod table, whole.
+            if self.has_host_endpoints() {
+                return Ok(());
+            }
             if let Some(structure) = Structure::build(set, &self.inventory, &self.opts)? {
                 let live = Live::build(structure, &self.inventory, &self.attachments, &self.opts)?;
                 self.live = Some(live);
@@ -519,6 +533,9 @@ pub struct EngineState {
     /// Admin and baseline admin policies as applied.
     #[serde(default)]
     pub admin_policies: Vec<AdminPolicyObject>,
+    /// `projectcalico.org/v3` objects as applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calico_objects: Vec<serde_json::Value>,
 }
 
 /// An endpoint in an [`EngineState`].
@@ -613,6 +630,7 @@ impl EngineState {
                 .map(|(np, _)| np.clone())
                 .collect(),
             admin_policies: e.admin_policies.values().cloned().collect(),
+            calico_objects: e.calico.values().cloned().collect(),
         }
     }
 
@@ -675,6 +693,9 @@ impl EngineState {
         }
         for o in &self.admin_policies {
             e.apply_admin_policy(o)?;
+        }
+        for o in &self.calico_objects {
+            e.apply_calico(o)?;
         }
         Ok(e)
     }

@@ -27,7 +27,10 @@
 //! | 5 | programming the kernel failed (the state was not changed) |
 //! | 6 | not found (endpoint, pod or policy named on the command line) |
 
-use cnet_cni::cnet::policy::{POLICY_KINDS, PolicyObject};
+use cnet_cni::cnet::policy::{
+    CALICO_API_VERSION, CALICO_KINDS, POLICY_KINDS, PolicyObject, stored_kind,
+    stored_kind_is_namespaced,
+};
 use cnet_cni::cnet::ports::{ContainerPort, parse_ports};
 use cnet_cni::cnet::state::StoredPolicy;
 use cnet_policy::endpoint::NAMESPACE_NAME_LABEL;
@@ -304,22 +307,29 @@ pub fn load_documents(path: &Path) -> Result<Vec<Document>, CtlError> {
                 });
                 continue;
             }
-            cnet_policy::parse::ApiObject::Other { kind, value, .. } => {
-                if !POLICY_KINDS.contains(&kind.as_str()) {
+            cnet_policy::parse::ApiObject::Other {
+                kind,
+                value,
+                api_version,
+            } => {
+                if stored_kind(&api_version, &kind).is_none() {
                     return Err(at(format!(
-                        "unsupported kind {kind:?} (expected {NAMESPACE_KIND} or one of {})",
-                        POLICY_KINDS.join(", ")
+                        "unsupported kind {api_version}/{kind} (expected {NAMESPACE_KIND}, one of {}, or {CALICO_API_VERSION} {})",
+                        POLICY_KINDS.join(", "),
+                        CALICO_KINDS.join(", ")
                     )));
                 }
                 value
             }
         };
-        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        let api_version = value["apiVersion"].as_str().unwrap_or_default();
+        let kind = value["kind"].as_str().unwrap_or_default();
+        let kind = stored_kind(api_version, kind).unwrap_or_else(|| kind.to_string());
         let name = value["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let namespace = if kind == "NetworkPolicy" {
+        let namespace = if stored_kind_is_namespaced(&kind) {
             value["metadata"]["namespace"]
                 .as_str()
                 .filter(|s| !s.is_empty())

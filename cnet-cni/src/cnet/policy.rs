@@ -31,13 +31,51 @@ pub const PROGRAMMED_FILE: &str = "programmed.json";
 /// storing, so this means the state was edited by hand).
 pub const CODE_BAD_POLICY: u32 = 113;
 
-/// Kinds `cnetctl apply` accepts and the engine programs.
+/// Kinds `cnetctl apply` accepts and the engine programs (besides the Calico kinds,
+/// [`CALICO_KINDS`]).
 pub const POLICY_KINDS: [&str; 4] = [
     "NetworkPolicy",
     "AdminNetworkPolicy",
     "BaselineAdminNetworkPolicy",
     "ClusterNetworkPolicy",
 ];
+
+/// `apiVersion` of the Calico objects.
+pub const CALICO_API_VERSION: &str = "projectcalico.org/v3";
+
+/// `projectcalico.org/v3` kinds `cnetctl apply` accepts. They are stored under the kind
+/// `<Kind>.projectcalico.org` (see [`stored_kind`]), so a Calico NetworkPolicy and a
+/// Kubernetes one of the same name are distinct objects.
+pub const CALICO_KINDS: &[&str] = cnet_policy::calico::KINDS;
+
+/// Suffix of the stored kind of a Calico object.
+pub const CALICO_KIND_SUFFIX: &str = ".projectcalico.org";
+
+/// The kind an object is stored under (`None`: not a policy object the node accepts):
+/// the kind itself for the Kubernetes and admin policy kinds, `<Kind>.projectcalico.org` for
+/// Calico objects.
+pub fn stored_kind(api_version: &str, kind: &str) -> Option<String> {
+    if api_version == CALICO_API_VERSION {
+        CALICO_KINDS
+            .contains(&kind)
+            .then(|| format!("{kind}{CALICO_KIND_SUFFIX}"))
+    } else if api_version == cnet_policy::api::API_VERSION || kind != "NetworkPolicy" {
+        POLICY_KINDS.contains(&kind).then(|| kind.to_string())
+    } else {
+        None
+    }
+}
+
+/// Whether a stored object is namespaced (its key has a namespace).
+pub fn stored_kind_is_namespaced(stored_kind: &str) -> bool {
+    matches!(
+        stored_kind,
+        "NetworkPolicy"
+            | "NetworkPolicy.projectcalico.org"
+            | "StagedNetworkPolicy.projectcalico.org"
+            | "NetworkSet.projectcalico.org"
+    )
+}
 
 fn policy_error(msg: String) -> CniError {
     CniError::new(ErrorCode::Other(crate::cnet::CODE_POLICY), msg)
@@ -49,6 +87,9 @@ pub enum PolicyObject {
     Network(Box<NetworkPolicy>),
     /// AdminNetworkPolicy, BaselineAdminNetworkPolicy or ClusterNetworkPolicy.
     Admin(Box<AdminPolicyObject>),
+    /// A `projectcalico.org/v3` object (policy, staged policy, tier, network set, host
+    /// endpoint).
+    Calico(Box<serde_json::Value>),
 }
 
 impl std::fmt::Debug for PolicyObject {
@@ -56,6 +97,7 @@ impl std::fmt::Debug for PolicyObject {
         match self {
             PolicyObject::Network(np) => write!(f, "{}", np.describe()),
             PolicyObject::Admin(o) => write!(f, "{} {}", o.kind, o.metadata.name),
+            PolicyObject::Calico(v) => write!(f, "{}", cnet_policy::engine::CalicoKey::of(v)),
         }
     }
 }
@@ -69,7 +111,11 @@ impl PolicyObject {
                 format!("stored policy {}: {e}", p.key()),
             )
         };
-        if p.kind == "NetworkPolicy" {
+        if p.kind.ends_with(CALICO_KIND_SUFFIX)
+            || p.object["apiVersion"].as_str() == Some(CALICO_API_VERSION)
+        {
+            Ok(PolicyObject::Calico(Box::new(p.object.clone())))
+        } else if p.kind == "NetworkPolicy" {
             serde_json::from_value::<NetworkPolicy>(p.object.clone())
                 .map(|np| PolicyObject::Network(Box::new(np)))
                 .map_err(|e| bad(e.to_string()))
@@ -81,10 +127,11 @@ impl PolicyObject {
     }
 
     /// Apply to an engine (validates: an invalid object changes nothing).
-    pub fn apply(&self, e: &mut Engine) -> Result<cnet_policy::model::PolicyId, CniError> {
+    pub fn apply(&self, e: &mut Engine) -> Result<(), CniError> {
         match self {
-            PolicyObject::Network(np) => e.apply_policy(np),
-            PolicyObject::Admin(o) => e.apply_admin_policy(o),
+            PolicyObject::Network(np) => e.apply_policy(np).map(drop),
+            PolicyObject::Admin(o) => e.apply_admin_policy(o).map(drop),
+            PolicyObject::Calico(v) => e.apply_calico(v).map(drop),
         }
         .map_err(|e| policy_error(e.to_string()))
     }
@@ -133,6 +180,7 @@ pub fn engine_state(data: &StateData) -> Result<EngineState, CniError> {
         match PolicyObject::from_stored(p)? {
             PolicyObject::Network(np) => st.network_policies.push(*np),
             PolicyObject::Admin(o) => st.admin_policies.push(*o),
+            PolicyObject::Calico(v) => st.calico_objects.push(*v),
         }
     }
     Ok(st)
@@ -220,6 +268,19 @@ fn apply_inputs(e: &mut Engine, from: &EngineState, to: &EngineState) -> Result<
         {
             e.delete_policy(&pid);
         }
+    }
+    let key = cnet_policy::engine::CalicoKey::of;
+    for o in &from.calico_objects {
+        if !to.calico_objects.iter().any(|q| key(q) == key(o)) {
+            e.delete_calico(&key(o));
+        }
+    }
+    for o in to
+        .calico_objects
+        .iter()
+        .filter(|o| !from.calico_objects.contains(o))
+    {
+        e.apply_calico(o).map_err(|x| policy_error(x.to_string()))?;
     }
     for np in to
         .network_policies
