@@ -114,3 +114,64 @@ fn bad_calico_objects_name_file_line_and_field() {
             .contains("\"name\"")
     );
 }
+
+/// A HostEndpoint on the node's uplink: host traffic through it follows the
+/// GlobalNetworkPolicies that select it (one allowed port, the rest denied), forwarded pod
+/// traffic is untouched (no `applyOnForward` policy), and the host table goes away with the
+/// last host endpoint.
+#[test]
+fn host_endpoint_policy_programmed_and_removed() {
+    require_priv!();
+    let lab = Lab::new("transparent", "cni");
+    let pod = lab.node.pod();
+    let pod_ip = lab.add(&pod, "prod", "web", &[("app", "web")]);
+    let pod_echo = pod.tcp_echo();
+    let (open, closed) = (lab.node.ns.tcp_echo(), lab.node.ns.tcp_echo());
+    let node: IpAddr = lab.node.addr4.into();
+    let outside = &lab.ul.ns;
+    assert!(outside.tcp_ok(node, open.port()));
+    assert!(outside.tcp_ok(node, closed.port()));
+    let f = write(
+        lab.dir.path(),
+        "hep.yaml",
+        &format!(
+            "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: node-uplink\n  labels: {{role: uplink}}\nspec:\n  node: node1\n  interfaceName: uplink0\n  expectedIPs: [\"{node}\"]\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: uplink}}\nspec:\n  selector: role == 'uplink'\n  ingress:\n  - action: Allow\n    protocol: TCP\n    destination:\n      ports: [{}]\n  egress:\n  - action: Allow\n",
+            open.port()
+        ),
+    );
+    let out = lab.ctl_ok(&["apply", "-f", &f]);
+    assert!(
+        out.contains("HostEndpoint.projectcalico.org node-uplink created"),
+        "{out}"
+    );
+    let tables = lab.node.ns.run(&["nft", "list", "tables"]);
+    assert!(
+        tables.contains("inet cnet_host") && tables.contains("inet cnet\n"),
+        "{tables}"
+    );
+    assert!(outside.tcp_ok(node, open.port()), "allowed port");
+    assert!(
+        !outside.tcp_ok(node, closed.port()),
+        "host endpoint default deny"
+    );
+    assert!(
+        outside.tcp_ok(pod_ip, pod_echo.port()),
+        "forwarded traffic without applyOnForward policy"
+    );
+    // A pod added while the host table exists: both tables are programmed together.
+    let pod2 = lab.node.pod();
+    let pod2_ip = lab.add(&pod2, "prod", "web2", &[("app", "web")]);
+    let e2 = pod2.tcp_echo();
+    assert!(outside.tcp_ok(pod2_ip, e2.port()));
+    assert!(
+        !outside.tcp_ok(node, closed.port()),
+        "still denied after ADD"
+    );
+    // Deleting the objects removes the host table and opens the host again.
+    let out = lab.ctl_ok(&["delete", "-f", &f]);
+    assert_eq!(out.matches("deleted").count(), 2, "{out}");
+    let tables = lab.node.ns.run(&["nft", "list", "tables"]);
+    assert!(!tables.contains("cnet_host"), "{tables}");
+    assert!(outside.tcp_ok(node, closed.port()), "after delete");
+}

@@ -30,7 +30,8 @@ pub fn cnet() -> PathBuf {
 }
 
 pub struct Lab {
-    _ul: cnet_testsupport::Underlay,
+    /// The underlay the node is attached to (its `uplink0` peer).
+    pub ul: cnet_testsupport::Underlay,
     /// The virtual node.
     pub node: VirtualNode,
     /// State, IPAM and scratch files.
@@ -51,7 +52,7 @@ impl Lab {
                        "labels": labels},
         });
         Lab {
-            _ul: ul,
+            ul,
             node,
             dir,
             conf,
