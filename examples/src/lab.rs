@@ -429,7 +429,10 @@ fn serve_udp(s: &UdpSocket, stop: &AtomicBool) {
 fn tcp_probe(dst: SocketAddr, timeout: Duration) -> Outcome {
     match TcpStream::connect_timeout(&dst, timeout) {
         Ok(mut c) => {
-            let _ = c.set_read_timeout(Some(timeout));
+            // The handshake already proved both directions pass the policy; the reply only
+            // needs the server thread to run, which a loaded machine can delay well past the
+            // connect timeout. Wait longer for it: a filtered reply is the rare case.
+            let _ = c.set_read_timeout(Some(timeout.max(Duration::from_secs(2)) * 5));
             let mut b = [0u8; 2];
             match c.read_exact(&mut b) {
                 Ok(()) if &b == b"ok" => Outcome::Connected,
