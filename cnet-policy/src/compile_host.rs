@@ -17,10 +17,20 @@
 //!   `preDNAT` policies on packets arriving on the interface; Allow accepts (the packet goes
 //!   on to the later hooks and their policy), Deny drops, no match goes on.
 //!
+//! * `hep_raw_pre` (prerouting, priority -300: raw, before connection tracking) and
+//!   `hep_raw_out` (output, -300), only when `doNotTrack` policies exist: the untracked
+//!   policies, ingress on packets arriving on the interface (to the host or forwarded),
+//!   egress on packets the host sends out of it. Following Calico's untracked policy: Allow
+//!   marks the packet untracked (`notrack`) and accepts it, and such packets then skip the
+//!   normal host endpoint policy (every base chain above accepts `ct state untracked` first;
+//!   return traffic needs its own untracked Allow, as nothing is tracked); Deny drops; Pass
+//!   goes to the next tier; no matching rule, or no untracked policy for the endpoint, goes
+//!   on to the tracked policies (untracked tiers have no default deny).
+//!
 //! Rules, selector sets and named sets are compiled exactly as for pods (shared helpers), so a
 //! rule's peers (pods, network sets, nets) mean the same on host endpoints. Rules grow with
-//! policies and host endpoints, never with pods. `doNotTrack` policies and host endpoints
-//! on every interface (`interfaceName: "*"`) are refused ([`CompileError::Unsupported`]).
+//! policies and host endpoints, never with pods. Host endpoints on every interface
+//! (`interfaceName: "*"`) are refused ([`CompileError::Unsupported`]).
 
 use super::{Attachments, CompileError, CompileOptions, Compiler, Mode, sanitize, short_hash};
 use crate::calico::host::{HostEndpoint, HostPolicies};
@@ -95,6 +105,8 @@ enum Stage {
     Forward,
     /// Before DNAT: `preDNAT` policies, ingress, no default.
     PreDnat,
+    /// Before connection tracking: `doNotTrack` policies, Allow = notrack + accept.
+    Untracked,
 }
 
 /// Compile the host endpoint policy of `hosts` for the endpoints of `inventory` (peers).
@@ -103,16 +115,7 @@ pub fn compile_host(
     inventory: &Inventory,
     opts: &HostOptions,
 ) -> Result<Ruleset, CompileError> {
-    if let Some(t) = hosts.do_not_track.tiers.first() {
-        let p = t
-            .policies
-            .first()
-            .map(|p| p.id.to_string())
-            .unwrap_or_default();
-        return Err(CompileError::Unsupported(format!(
-            "{p}: doNotTrack (untracked) host endpoint policy"
-        )));
-    }
+    let untracked = !hosts.do_not_track.tiers.is_empty();
     let att = Attachments::default();
     let mut copts = CompileOptions::new(Mode::Bridge);
     copts.table = opts.table.clone();
@@ -129,7 +132,16 @@ pub fn compile_host(
         -110,
         ChainPolicy::Accept,
     );
+    let mut raw_pre = Chain::base("hep_raw_pre", Hook::Prerouting, -300, ChainPolicy::Accept);
+    let mut raw_out = Chain::base("hep_raw_out", Hook::Output, -300, ChainPolicy::Accept);
     for ch in [&mut input, &mut output, &mut fwd_in, &mut fwd_out, &mut pre] {
+        if untracked {
+            // Allowed by untracked policy: no further host endpoint policy.
+            ch.rules.push(Rule::new(vec![
+                Expr::ct_state(&[CtState::Untracked]),
+                Expr::verdict(Verdict::Accept),
+            ]));
+        }
         ch.rules.push(Rule::new(vec![
             Expr::ct_state(&[CtState::Established, CtState::Related]),
             Expr::verdict(Verdict::Accept),
@@ -153,6 +165,7 @@ pub fn compile_host(
         }
         let iif = Expr::eq(Field::MetaIifname, Value::Ifname(ifname.to_string()));
         let oif = Expr::eq(Field::MetaOifname, Value::Ifname(ifname.to_string()));
+        let oif_raw = oif.clone();
         let base = format!(
             "hep_{}_{}",
             sanitize(&h.name, 20),
@@ -181,7 +194,27 @@ pub fn compile_host(
                 "fin",
             ),
             (&mut fwd_out, oif, Direction::Egress, Stage::Forward, "fout"),
-            (&mut pre, iif, Direction::Ingress, Stage::PreDnat, "pre"),
+            (
+                &mut pre,
+                iif.clone(),
+                Direction::Ingress,
+                Stage::PreDnat,
+                "pre",
+            ),
+            (
+                &mut raw_pre,
+                iif,
+                Direction::Ingress,
+                Stage::Untracked,
+                "rin",
+            ),
+            (
+                &mut raw_out,
+                oif_raw,
+                Direction::Egress,
+                Stage::Untracked,
+                "rout",
+            ),
         ];
         for (chain, m, d, stage, tag) in plan {
             let name = format!("{base}_{tag}");
@@ -194,6 +227,10 @@ pub fn compile_host(
     }
     for ch in [input, output, fwd_in, fwd_out, pre] {
         c.add_chain(ch);
+    }
+    if untracked {
+        c.add_chain(raw_pre);
+        c.add_chain(raw_out);
     }
     let mut t = Table::new(Family::Inet, &opts.table);
     t.chains = std::mem::take(&mut c.chains);
@@ -216,6 +253,7 @@ impl Compiler<'_> {
         let set = match stage {
             Stage::PreDnat if d == Direction::Egress => return Ok(None),
             Stage::PreDnat => &hosts.pre_dnat,
+            Stage::Untracked => &hosts.do_not_track,
             Stage::Host | Stage::Forward => &hosts.normal,
         };
         // Per tier, the policies that select the endpoint for this direction and stage.
@@ -253,9 +291,17 @@ impl Compiler<'_> {
             );
         }
         // After the last tier: selected and passed through → accept (as for pods); nothing
-        // selected → the stage's default.
+        // selected → the stage's default. Untracked: a chain of its own that accepts
+        // (tracked), so that every accept in a policy chain is an Allow (→ notrack).
         let end = match (stage, tiers.is_empty()) {
             (Stage::Host, true) => Verdict::Drop,
+            (Stage::Untracked, _) => {
+                let mut ch = Chain::regular(&format!("{name}_end"));
+                ch.rules
+                    .push(Rule::new(vec![Expr::verdict(Verdict::Accept)]));
+                self.add_chain(ch);
+                Verdict::Goto(format!("{name}_end"))
+            }
             _ => Verdict::Accept,
         };
         let n = tiers.len();
@@ -270,6 +316,18 @@ impl Compiler<'_> {
             for p in ps {
                 let mut pc = self.policy_chain(p, d, &next)?;
                 pc.name = format!("{name}_{}", &short_hash(&p.id.to_string())[..8]);
+                if stage == Stage::Untracked {
+                    // Allow: bypass connection tracking, then accept.
+                    for r in &mut pc.rules {
+                        if let Some(i) = r
+                            .exprs
+                            .iter()
+                            .position(|e| *e == Expr::Verdict(Verdict::Accept))
+                        {
+                            r.exprs.insert(i, Expr::Notrack);
+                        }
+                    }
+                }
                 if !pc.rules.is_empty() {
                     ch.rules.push(Rule::new(vec![Expr::verdict(Verdict::Jump(
                         pc.name.clone(),
@@ -278,7 +336,7 @@ impl Compiler<'_> {
                 self.add_chain(pc);
             }
             let fallthrough = match (stage, default) {
-                (Stage::PreDnat, _) | (_, TierDefault::Pass) => next.clone(),
+                (Stage::PreDnat | Stage::Untracked, _) | (_, TierDefault::Pass) => next.clone(),
                 (_, TierDefault::Deny) => Verdict::Drop,
             };
             ch.rules.push(Rule::new(vec![Expr::verdict(fallthrough)]));

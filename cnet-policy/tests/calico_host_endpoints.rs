@@ -247,7 +247,7 @@ fn host_endpoint_policy_filters_host_forwarded_and_pre_dnat_traffic() {
 }
 
 #[test]
-fn pre_dnat_and_untracked_policies_stay_out_of_the_pod_pipeline_and_untracked_is_refused() {
+fn pre_dnat_and_untracked_policies_stay_out_of_the_pod_pipeline_and_untracked_compiles_to_raw() {
     let c = objects(&format!(
         "{HEP}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
          metadata: {{name: dnt}}\nspec:\n  selector: all()\n  doNotTrack: true\n  applyOnForward: true\n  ingress:\n  - action: Deny\n"
@@ -255,8 +255,20 @@ fn pre_dnat_and_untracked_policies_stay_out_of_the_pod_pipeline_and_untracked_is
     assert!(c.policy_set(&[], &[]).unwrap().tiers.is_empty());
     let hosts = c.host_policies().unwrap();
     assert_eq!(hosts.do_not_track.tiers.len(), 1);
-    let e = compile_host(
+    // Compiled into raw-priority chains before connection tracking.
+    let rs = compile_host(
         &hosts,
+        &Inventory::default(),
+        &HostOptions::calico_defaults(None),
+    )
+    .unwrap();
+    let text = cnet_policy::nft::render_ruleset(&rs);
+    assert!(text.contains("hook prerouting priority -300"), "{text}");
+    assert!(text.contains("ct state untracked accept"), "{text}");
+    // Every interface is still refused.
+    let star = objects(&HEP.replace("interfaceName: eth1", "interfaceName: \"*\""));
+    let e = compile_host(
+        &star.host_policies().unwrap(),
         &Inventory::default(),
         &HostOptions::calico_defaults(None),
     );
@@ -312,4 +324,56 @@ fn rule_selectors_match_host_endpoints_by_their_expected_ips() {
     .unwrap();
     let text = cnet_policy::nft::render_ruleset(&rs);
     assert!(text.contains("10.77.1.1"), "{text}");
+}
+
+/// Untracked (`doNotTrack`) policy in the kernel: a Deny before connection tracking beats a
+/// normal Allow; an Allow (both directions, as nothing is tracked: egress to the client) opens a port the normal
+/// policy leaves closed, and its packets are never tracked; other ports go on to the normal
+/// policy.
+#[test]
+fn untracked_policy_is_enforced_before_conntrack() {
+    require_priv!();
+    let (node, out1, _out2) = topology();
+    let _s = serve(&node, &[8080, 8081, 8082, 8083]);
+    let up = (0..40).any(|_| out1.tcp_ok(ip("10.77.1.1"), 8080));
+    assert!(up, "no connectivity before policy");
+    let mut prog = None;
+    let normal = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+        metadata: {name: normal}\nspec:\n  selector: role == 'edge'\n  ingress:\n\
+        \x20 - action: Allow\n    protocol: TCP\n    destination: {ports: [8080, 8081]}\n  egress:\n  - action: Allow\n";
+    let untracked = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+        metadata: {name: raw}\nspec:\n  selector: role == 'edge'\n  doNotTrack: true\n  applyOnForward: true\n  ingress:\n\
+        \x20 - action: Deny\n    protocol: TCP\n    destination: {ports: [8081]}\n\
+        \x20 - action: Allow\n    protocol: TCP\n    destination: {ports: [8082]}\n  egress:\n\
+        \x20 - action: Allow\n    protocol: TCP\n    destination: {nets: [10.77.1.2/32]}\n";
+    program(&node, &mut prog, &format!("{HEP}\n---\n{normal}"));
+    assert!(out1.tcp_ok(ip("10.77.1.1"), 8081), "normal allow");
+    assert!(!out1.tcp_ok(ip("10.77.1.1"), 8082), "normal default deny");
+    program(
+        &node,
+        &mut prog,
+        &format!("{HEP}\n---\n{normal}\n---\n{untracked}"),
+    );
+    let listed = node.run(&["nft", "list", "table", "inet", "cnet_host"]);
+    assert!(listed.contains("notrack"), "{listed}");
+    assert!(
+        out1.tcp_ok(ip("10.77.1.1"), 8080),
+        "no untracked rule: normal allow"
+    );
+    assert!(
+        !out1.tcp_ok(ip("10.77.1.1"), 8081),
+        "untracked deny beats normal allow"
+    );
+    assert!(
+        out1.tcp_ok(ip("10.77.1.1"), 8082),
+        "untracked allow skips normal policy"
+    );
+    assert!(
+        !out1.tcp_ok(ip("10.77.1.1"), 8083),
+        "normal default deny still applies"
+    );
+    // The untracked connection left no conntrack entry (the tracked one did).
+    let entries = node.run(&["conntrack", "-L"]);
+    assert!(!entries.contains("dport=8082"), "{entries}");
+    assert!(entries.contains("dport=8080"), "{entries}");
 }

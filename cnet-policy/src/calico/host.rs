@@ -14,9 +14,12 @@
 //! * `preDNAT: true` policies (ingress only, `applyOnForward` required) apply to traffic
 //!   arriving on the interface before destination NAT: `Deny` drops, `Allow` lets the packet
 //!   go on to the normal (and forward) policies; without a matching rule it goes on too.
-//! * `doNotTrack: true` (untracked) policies are parsed and kept in
-//!   [`HostPolicies::do_not_track`]; the compiler refuses them (the nftables IR has no
-//!   `notrack` statement yet), so nothing is programmed more open than the policy.
+//! * `doNotTrack: true` (untracked) policies ([`HostPolicies::do_not_track`], `applyOnForward`
+//!   required) apply before connection tracking: ingress on packets arriving on the interface,
+//!   egress on packets the host sends out of it. Allow skips connection tracking and the
+//!   normal policies, Deny drops, no match goes on to the normal policies (see
+//!   [`crate::compile::compile_host`]). Forwarded packets leaving by the interface are not
+//!   judged by untracked egress rules.
 //!
 //! preDNAT and doNotTrack policies apply to host endpoints only: they are left out of the pod
 //! pipeline ([`super::CalicoObjects::policy_set`]). In the other direction, rule selectors
@@ -73,7 +76,7 @@ pub struct HostPolicies {
     pub apply_on_forward: BTreeSet<PolicyId>,
     /// `preDNAT: true` policies in tiers (ingress only).
     pub pre_dnat: PolicySet,
-    /// `doNotTrack: true` policies in tiers (not compiled yet).
+    /// `doNotTrack: true` policies in tiers (compiled to raw-priority chains).
     pub do_not_track: PolicySet,
 }
 

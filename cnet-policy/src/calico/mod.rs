@@ -20,8 +20,8 @@
 //! and that no rule decided gets the tier's `defaultAction` (`Deny` unless the Tier says
 //! `Pass`). Staged policies never enforce: see [`CalicoObjects::staged_policy_set`].
 //!
-//! Host endpoints: see [`host`] (normal, `applyOnForward` and `preDNAT` policies compile to
-//! their own table; `doNotTrack` is refused by the compiler). Not yet covered: the
+//! Host endpoints: see [`host`] (normal, `applyOnForward`, `preDNAT` and `doNotTrack`
+//! policies compile to their own table). Not yet covered: the
 //! implicit Calico labels (`projectcalico.org/namespace`, ...) are not added; rules with
 //! `services`, `http` or source ports are rejected. Service accounts (`serviceAccountSelector`,
 //! rule `serviceAccounts`) select on the labels [`crate::Endpoint::with_service_account`] sets

@@ -677,6 +677,9 @@ pub enum Expr {
     },
     /// `counter`
     Counter,
+    /// `notrack`: the packet bypasses connection tracking (valid only in chains reached from
+    /// the prerouting and output hooks before conntrack, priority < -200, e.g. raw at -300).
+    Notrack,
     /// `log prefix "..."`
     Log {
         /// The prefix (at most 127 bytes).

@@ -232,6 +232,7 @@ fn render_expr(e: &Expr) -> String {
             format!("ct state {neg}{}", s.join(","))
         }
         Expr::Counter => "counter".into(),
+        Expr::Notrack => "notrack".into(),
         Expr::Log { prefix } => format!("log prefix \"{prefix}\""),
         Expr::Vmap { fields, map } => format!("{} vmap @{map}", fields_text(fields)),
         Expr::Verdict(v) => render_verdict(v),

@@ -712,6 +712,7 @@ pub fn rule(table: &TableId, chain: &str, rule: &Rule) -> Msg {
             }
             Expr::CtState { states, negate } => ct_state(r, states, *negate),
             Expr::Counter => ExprBuf::new(c"counter").add_to(r),
+            Expr::Notrack => ExprBuf::new(c"notrack").add_to(r),
             Expr::Log { prefix } => ExprBuf::new(c"log")
                 .str(sys::NFTNL_EXPR_LOG_PREFIX, prefix)
                 .add_to(r),

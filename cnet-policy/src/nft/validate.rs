@@ -314,7 +314,7 @@ fn validate_rule(t: &Table, ctx: &str, r: &Rule) -> Result<(), NftError> {
                     return Err(invalid(t, format!("{ctx}: bad log prefix {prefix:?}")));
                 }
             }
-            Expr::Counter => {}
+            Expr::Counter | Expr::Notrack => {}
             Expr::Verdict(v) => check_target(t, ctx, v)?,
         }
     }
