@@ -53,6 +53,19 @@ fn global_network_policy_deny_beats_kubernetes_allow() {
     // web passes on to the Kubernetes tier and is allowed.
     assert!(!tool.tcp_ok(db_ip, echo.port()), "GNP deny beats k8s allow");
     assert!(web.tcp_ok(db_ip, echo.port()), "Pass then k8s allow");
+    // explain agrees and names the Calico policy.
+    let port = format!("{}/tcp", echo.port());
+    let o = lab.ctl(&["explain", "dev/tool", "prod/db", &port]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("no-tools"), "{text}");
+    let o = lab.ctl(&["explain", "prod/web", "prod/db", &port]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let pols = lab.ctl_ok(&["get", "policies"]);
     assert!(
         pols.contains("no-tools") && pols.contains("NetworkSet.projectcalico.org"),
@@ -168,6 +181,20 @@ fn host_endpoint_policy_programmed_and_removed() {
         !outside.tcp_ok(node, closed.port()),
         "still denied after ADD"
     );
+    // An untracked (doNotTrack) Deny before connection tracking beats the normal Allow.
+    let raw = write(
+        lab.dir.path(),
+        "raw.yaml",
+        &format!(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: raw}}\nspec:\n  selector: role == 'uplink'\n  doNotTrack: true\n  applyOnForward: true\n  ingress:\n  - action: Deny\n    protocol: TCP\n    destination:\n      ports: [{}]\n",
+            open.port()
+        ),
+    );
+    lab.ctl_ok(&["apply", "-f", &raw]);
+    assert!(lab.ctl_ok(&["render"]).contains("priority -300"));
+    assert!(!outside.tcp_ok(node, open.port()), "untracked deny");
+    lab.ctl_ok(&["delete", "-f", &raw]);
+    assert!(outside.tcp_ok(node, open.port()), "untracked deny lifted");
     // Deleting the objects removes the host table and opens the host again.
     let out = lab.ctl_ok(&["delete", "-f", &f]);
     assert_eq!(out.matches("deleted").count(), 2, "{out}");
