@@ -4,8 +4,11 @@
 //! # Transport
 //! The whole batch goes out in **one** `sendmsg` (all batch pages as iovecs) after the socket's
 //! send and receive buffers are enlarged to fit it and one ACK per message (as `nft` does;
-//! page-by-page sends fail for large batches). Every message asks for an ACK; replies are
-//! matched to messages by sequence number. The kernel processes a batch synchronously inside
+//! page-by-page sends fail for large batches). Only the last message (and the batch begin/end
+//! messages, which kernels >= 6.10 acknowledge) asks for an ACK: the kernel reports every
+//! failing message anyway and sends all replies after processing the whole batch, so the last
+//! ACK marks the outcome as known without one datagram per message. Replies are matched to
+//! messages by sequence number. The kernel processes a batch synchronously inside
 //! `sendmsg`, so all replies are queued when it returns. A rejected batch leaves nothing
 //! behind (the kernel aborts the whole transaction) and yields [`NftError::Rejected`] naming
 //! each failing change. ENOBUFS on receive, or missing ACKs, mean the batch may or may not have
@@ -364,8 +367,16 @@ impl Programmer {
 
     fn send_batch(&mut self, msgs: &[(Msg, usize)], changes: &ChangeList) -> Result<(), NftError> {
         let mut batch = Batch::with_page_size(BATCH_PAGE);
-        for (m, _) in msgs {
-            batch.add(m, MsgType::Add);
+        // Only the last message asks for an ACK: failing messages are reported anyway, and
+        // the kernel sends every reply after the whole batch is processed (committed or
+        // aborted), so the last ACK tells the outcome is known.
+        let last = msgs.len().saturating_sub(1);
+        for (i, (m, _)) in msgs.iter().enumerate() {
+            if i == last {
+                batch.add(m, MsgType::Add);
+            } else {
+                batch.add(&sys::Quiet(m), MsgType::Add);
+            }
         }
         let batch = batch.finalize();
         let seqs = batch.sequence_numbers();
@@ -392,7 +403,9 @@ impl Programmer {
             });
         }
 
-        let mut pending: std::collections::BTreeSet<u32> = seqs.clone().collect();
+        let quiet = first_msg_seq..first_msg_seq.wrapping_add(last as u32);
+        let mut pending: std::collections::BTreeSet<u32> =
+            seqs.clone().filter(|s| !quiet.contains(s)).collect();
         let mut errors: Vec<(u32, i32)> = Vec::new();
         let mut buf = RecvBuf::new(1 << 16);
         let mut waited = false;

@@ -3,8 +3,9 @@
 //! nftnl's safe API lacks what the IR needs: the interval and map flags on named sets,
 //! concatenated keys (`NFTA_SET_DESC_CONCAT`, `KEY_END`), verdict maps, loads into chosen
 //! registers, inverted lookups, `range`, `log prefix`, and parsing of dumps. This module
-//! builds every netlink message of a batch from owned libnftnl objects, and parses the few
-//! read-back messages we need. All `unsafe` of the crate's nftables layer is here; each block
+//! builds every netlink message of a batch from owned libnftnl objects, except set elements,
+//! whose attributes it encodes itself (thousands per message, one buffer each, no per-element
+//! allocation), and parses the few read-back messages we need. All `unsafe` of the crate's nftables layer is here; each block
 //! states the contract it relies on.
 
 use std::ffi::{CStr, CString, c_char, c_void};
@@ -53,7 +54,9 @@ enum Obj {
     Chain(NonNull<sys::nftnl_chain>),
     Rule(NonNull<sys::nftnl_rule>),
     Set(NonNull<sys::nftnl_set>),
-    Elems(NonNull<sys::nftnl_set>),
+    /// NEWSETELEM/DELSETELEM attributes encoded by [`elems`] itself (no libnftnl objects:
+    /// one buffer per message instead of an allocation per element).
+    RawElems(Vec<u8>),
 }
 
 /// One netlink message of a batch: an owned libnftnl object, the message type and flags.
@@ -83,7 +86,8 @@ impl Drop for Msg {
                 Obj::Table(p) => sys::nftnl_table_free(p.as_ptr()),
                 Obj::Chain(p) => sys::nftnl_chain_free(p.as_ptr()),
                 Obj::Rule(p) => sys::nftnl_rule_free(p.as_ptr()),
-                Obj::Set(p) | Obj::Elems(p) => sys::nftnl_set_free(p.as_ptr()),
+                Obj::Set(p) => sys::nftnl_set_free(p.as_ptr()),
+                Obj::RawElems(_) => {}
             }
         }
     }
@@ -94,6 +98,30 @@ impl Drop for Msg {
 // ELEM_MSG_BUDGET (< 64 KiB), which is what the batch reserves per message.
 unsafe impl NlMsg for Msg {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, _msg_type: MsgType) {
+        // SAFETY: forwarded contract (buffer of at least nft_nlmsg_maxsize() bytes).
+        unsafe { self.write_flags(buf, seq, self.flags) }
+    }
+}
+
+/// A batch message written without `NLM_F_ACK`: the kernel replies to it only if it fails
+/// (errors are always reported), which saves one ACK datagram per message.
+pub struct Quiet<'a>(pub &'a Msg);
+
+// SAFETY: as for Msg; only the flags differ.
+unsafe impl NlMsg for Quiet<'_> {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, _msg_type: MsgType) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            self.0
+                .write_flags(buf, seq, self.0.flags & !(libc::NLM_F_ACK as u16))
+        }
+    }
+}
+
+impl Msg {
+    /// # Safety
+    /// `buf` must have room for nft_nlmsg_maxsize() bytes.
+    unsafe fn write_flags(&self, buf: *mut c_void, seq: u32, flags: u16) {
         // SAFETY: the caller (nftnl::Batch) passes a buffer of at least nft_nlmsg_maxsize()
         // bytes; the objects are valid and owned by self.
         unsafe {
@@ -101,7 +129,7 @@ unsafe impl NlMsg for Msg {
                 buf.cast::<c_char>(),
                 self.msg_type,
                 self.family,
-                self.flags,
+                flags,
                 seq,
             );
             match self.obj {
@@ -109,7 +137,17 @@ unsafe impl NlMsg for Msg {
                 Obj::Chain(p) => sys::nftnl_chain_nlmsg_build_payload(nlh, p.as_ptr()),
                 Obj::Rule(p) => sys::nftnl_rule_nlmsg_build_payload(nlh, p.as_ptr()),
                 Obj::Set(p) => sys::nftnl_set_nlmsg_build_payload(nlh, p.as_ptr()),
-                Obj::Elems(p) => sys::nftnl_set_elems_nlmsg_build_payload(nlh, p.as_ptr()),
+                Obj::RawElems(ref attrs) => {
+                    // The attributes follow the header (nlmsg_len is 4-aligned); their total
+                    // stays under ELEM_MSG_BUDGET + names, within the reserved size.
+                    let len = (*nlh).nlmsg_len as usize;
+                    std::ptr::copy_nonoverlapping(
+                        attrs.as_ptr(),
+                        nlh.cast::<u8>().add(len),
+                        attrs.len(),
+                    );
+                    (*nlh).nlmsg_len = (len + attrs.len()) as u32;
+                }
             }
         }
     }
@@ -426,90 +464,146 @@ fn raw_elems<'a>(d: &SetDecl, e: &Element, v: Option<&'a Verdict>) -> Vec<RawEle
     out
 }
 
-fn elem_size(d: &SetDecl, raw: &RawElem<'_>) -> usize {
-    let verdict = raw.3.map_or(0, |v| 32 + v.target().map_or(0, str::len));
-    24 + raw.0.len() + raw.1.as_ref().map_or(0, |k| k.len() + 8) + 8 + verdict + d.name.len() / 8
+/// `struct nlattr` flag of nested attributes (libmnl sets it too).
+const NLA_F_NESTED: u16 = 0x8000;
+// Attribute numbers from linux/netfilter/nf_tables.h that the libc crate lacks.
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+
+/// Open an attribute of type `ty` at the end of `buf`; returns its start for [`attr_end`].
+fn attr_start(buf: &mut Vec<u8>, ty: u16) -> usize {
+    let pos = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    pos
+}
+
+/// Close the attribute opened at `pos`: write its length (header + payload, unpadded) and pad
+/// the buffer to 4 bytes.
+fn attr_end(buf: &mut Vec<u8>, pos: usize) {
+    let len = (buf.len() - pos) as u16;
+    buf[pos..pos + 2].copy_from_slice(&len.to_ne_bytes());
+    buf.resize(padded_len_bytes(buf.len()), 0);
+}
+
+fn padded_len_bytes(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn attr_bytes(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    let a = attr_start(buf, ty);
+    buf.extend_from_slice(data);
+    attr_end(buf, a);
+}
+
+fn attr_strz(buf: &mut Vec<u8>, ty: u16, s: &str) {
+    let a = attr_start(buf, ty);
+    buf.extend(s.bytes().filter(|b| *b != 0));
+    buf.push(0);
+    attr_end(buf, a);
+}
+
+/// `NFTA_SET_ELEM_KEY`/`KEY_END` { `NFTA_DATA_VALUE` bytes }.
+fn attr_key(buf: &mut Vec<u8>, ty: u16, key: &[u8]) {
+    let k = attr_start(buf, NLA_F_NESTED | ty);
+    attr_bytes(buf, NFTA_DATA_VALUE, key);
+    attr_end(buf, k);
+}
+
+/// Encode one raw element as an `NFTA_LIST_ELEM` nest (what libnftnl's
+/// `nftnl_set_elem_nlmsg_build_payload` writes for these fields).
+fn encode_elem(buf: &mut Vec<u8>, raw: &RawElem<'_>) {
+    let (key, key_end, interval_end, verdict) = raw;
+    let el = attr_start(buf, NLA_F_NESTED | NFTA_LIST_ELEM);
+    if *interval_end {
+        attr_bytes(
+            buf,
+            NFTA_SET_ELEM_FLAGS,
+            &(libc::NFT_SET_ELEM_INTERVAL_END as u32).to_be_bytes(),
+        );
+    }
+    attr_key(buf, NFTA_SET_ELEM_KEY, key);
+    if let Some(k) = key_end {
+        attr_key(buf, NFTA_SET_ELEM_KEY_END, k);
+    }
+    if let Some(v) = verdict {
+        let (code, chain) = verdict_code(v);
+        let data = attr_start(buf, NLA_F_NESTED | NFTA_SET_ELEM_DATA);
+        let vd = attr_start(buf, NLA_F_NESTED | NFTA_DATA_VERDICT);
+        attr_bytes(buf, NFTA_VERDICT_CODE, &(code as u32).to_be_bytes());
+        if let Some(c) = chain {
+            attr_strz(buf, NFTA_VERDICT_CHAIN, c);
+        }
+        attr_end(buf, vd);
+        attr_end(buf, data);
+    }
+    attr_end(buf, el);
 }
 
 /// `add element` (create semantics: EXCL) or `delete element`, split into messages that
-/// each stay under the per-message limit.
+/// each stay under the per-message limit. The attributes are encoded here directly (many
+/// elements per message, no per-element libnftnl object).
 pub fn elems(
     table: &TableId,
     d: &SetDecl,
     entries: &[(Element, Option<Verdict>)],
     add: bool,
 ) -> Vec<Msg> {
-    let raws: Vec<RawElem<'_>> = entries
-        .iter()
-        .flat_map(|(e, v)| raw_elems(d, e, if add { v.as_ref() } else { None }))
-        .collect();
-    let mut msgs = Vec::new();
-    let mut i = 0;
-    while i < raws.len() {
-        let s = new_set(table, d);
-        let mut budget = 0;
-        while i < raws.len() && (budget == 0 || budget + elem_size(d, &raws[i]) < ELEM_MSG_BUDGET) {
-            budget += elem_size(d, &raws[i]);
-            push_elem(s, &raws[i]);
-            i += 1;
-        }
-        let (msg_type, fl) = if add {
-            (
-                libc::NFT_MSG_NEWSETELEM,
-                flags(libc::NLM_F_CREATE | libc::NLM_F_EXCL),
-            )
-        } else {
-            (libc::NFT_MSG_DELSETELEM, flags(0))
-        };
-        msgs.push(Msg {
-            obj: Obj::Elems(s),
+    let (msg_type, fl) = if add {
+        (
+            libc::NFT_MSG_NEWSETELEM,
+            flags(libc::NLM_F_CREATE | libc::NLM_F_EXCL),
+        )
+    } else {
+        (libc::NFT_MSG_DELSETELEM, flags(0))
+    };
+    let start_msg = || {
+        let mut buf = Vec::with_capacity(4096);
+        attr_strz(&mut buf, NFTA_SET_ELEM_LIST_TABLE, &table.name);
+        attr_strz(&mut buf, NFTA_SET_ELEM_LIST_SET, &d.name);
+        let list = attr_start(&mut buf, NLA_F_NESTED | NFTA_SET_ELEM_LIST_ELEMENTS);
+        (buf, list)
+    };
+    let finish = |(mut buf, list): (Vec<u8>, usize)| {
+        attr_end(&mut buf, list);
+        Msg {
+            obj: Obj::RawElems(buf),
             msg_type: msg_type as u16,
             family: family_number(table.family),
             flags: fl,
-        });
+        }
+    };
+    let mut msgs = Vec::new();
+    let mut cur = start_msg();
+    let mut count = 0usize;
+    for (e, v) in entries {
+        for raw in raw_elems(d, e, if add { v.as_ref() } else { None }) {
+            let before = cur.0.len();
+            encode_elem(&mut cur.0, &raw);
+            if count > 0 && cur.0.len() > ELEM_MSG_BUDGET {
+                // Move the element that overflowed into a fresh message.
+                let tail = cur.0.split_off(before);
+                msgs.push(finish(std::mem::replace(&mut cur, start_msg())));
+                cur.0.extend_from_slice(&tail);
+                count = 0;
+            }
+            count += 1;
+        }
+    }
+    if count > 0 {
+        msgs.push(finish(cur));
     }
     msgs
-}
-
-fn push_elem(s: NonNull<sys::nftnl_set>, raw: &RawElem<'_>) {
-    let (key, key_end, interval_end, verdict) = raw;
-    // SAFETY: fresh element (NULL checked); set/set_u32/set_str copy their data (keys are at
-    // most 64 bytes, libnftnl's register-sized buffer); nftnl_set_elem_add transfers
-    // ownership of the element to the set `s`, which is valid.
-    unsafe {
-        let e = NonNull::new(sys::nftnl_set_elem_alloc()).unwrap_or_else(|| std::process::abort());
-        let p = e.as_ptr();
-        sys::nftnl_set_elem_set(
-            p,
-            sys::NFTNL_SET_ELEM_KEY as u16,
-            key.as_ptr().cast::<c_void>(),
-            key.len() as u32,
-        );
-        if let Some(k) = key_end {
-            sys::nftnl_set_elem_set(
-                p,
-                sys::NFTNL_SET_ELEM_KEY_END as u16,
-                k.as_ptr().cast::<c_void>(),
-                k.len() as u32,
-            );
-        }
-        if *interval_end {
-            sys::nftnl_set_elem_set_u32(
-                p,
-                sys::NFTNL_SET_ELEM_FLAGS as u16,
-                libc::NFT_SET_ELEM_INTERVAL_END as u32,
-            );
-        }
-        if let Some(v) = verdict {
-            let (code, chain) = verdict_code(v);
-            sys::nftnl_set_elem_set_u32(p, sys::NFTNL_SET_ELEM_VERDICT as u16, code as u32);
-            if let Some(c) = chain {
-                let c = cstring(c);
-                sys::nftnl_set_elem_set_str(p, sys::NFTNL_SET_ELEM_CHAIN as u16, c.as_ptr());
-            }
-        }
-        sys::nftnl_set_elem_add(s.as_ptr(), p);
-    }
 }
 
 /// A libnftnl expression under construction.
@@ -1001,6 +1095,57 @@ pub fn count_elems(msg: &[u8]) -> usize {
 mod tests {
     use super::super::ir::Part;
     use super::*;
+
+    /// Our own element encoding, parsed back by libnftnl: every element of a large verdict
+    /// map arrives, split into messages that each fit the per-message budget.
+    #[test]
+    fn raw_element_messages_parse_back_with_libnftnl() {
+        let d = SetDecl {
+            name: "vm".into(),
+            key: vec![KeyType::Ifname],
+            interval: false,
+            constant: false,
+            verdict_map: true,
+        };
+        let entries: Vec<(Element, Option<Verdict>)> = (0..5000)
+            .map(|i| {
+                (
+                    Element::value(Value::Ifname(format!("cnet{i:08x}"))),
+                    Some(Verdict::Goto(format!("pod-{i}"))),
+                )
+            })
+            .collect();
+        let table = TableId {
+            family: Family::Inet,
+            name: "cnet".into(),
+        };
+        for add in [true, false] {
+            let msgs = elems(&table, &d, &entries, add);
+            assert!(msgs.len() > 1, "5000 map elements need several messages");
+            let mut total = 0;
+            for m in &msgs {
+                let mut buf = vec![0u32; 1 << 15];
+                // SAFETY: 128 KiB buffer, more than one message can take.
+                unsafe { m.write(buf.as_mut_ptr().cast(), 7, MsgType::Add) };
+                let len = buf[0] as usize;
+                assert!(len <= ELEM_MSG_BUDGET + 1024, "message of {len} bytes");
+                // SAFETY: viewing the u32 buffer as bytes.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), len) };
+                let ty = u16::from_ne_bytes([bytes[4], bytes[5]]);
+                let want = if add {
+                    libc::NFT_MSG_NEWSETELEM
+                } else {
+                    libc::NFT_MSG_DELSETELEM
+                };
+                assert_eq!(i32::from(ty & 0xff), want);
+                // count_elems reads NEWSETELEM messages; a DELSETELEM has the same layout.
+                bytes[4] = libc::NFT_MSG_NEWSETELEM as u8;
+                total += count_elems(bytes);
+            }
+            assert_eq!(total, entries.len());
+        }
+    }
 
     #[test]
     fn successor_carries_and_overflows() {
