@@ -38,7 +38,7 @@ use nftnl::{Batch, MsgType};
 
 use super::NftError;
 use super::diff::{Change, ChangeList, diff};
-use super::ir::{Ruleset, TableId};
+use super::ir::{Chain, Rule, Ruleset, SetDecl, TableId};
 use super::sys::socket::{self, NlSocket, RecvBuf};
 use super::sys::{self, Msg, Parsed, family_number};
 use super::validate::validate;
@@ -164,15 +164,16 @@ impl Programmer {
         let changes = match (&self.programmed, drift) {
             (Some(old), false) => diff(old, desired),
             (old, _) => {
-                let mut cl = ChangeList::delete_tables(
-                    old.iter()
-                        .flat_map(|o| o.tables.keys())
-                        .chain(self.owned.iter())
-                        .filter(|id| !desired.tables.contains_key(*id))
-                        .collect::<std::collections::BTreeSet<_>>(),
-                );
-                cl.changes.extend(ChangeList::replace_all(desired).changes);
-                cl
+                // Full replacement: messages straight from `desired` (no copy of it as a
+                // change list), the same batch as `delete_tables(stale) + replace_all`.
+                let stale: std::collections::BTreeSet<TableId> = old
+                    .iter()
+                    .flat_map(|o| o.tables.keys())
+                    .chain(self.owned.iter())
+                    .filter(|id| !desired.tables.contains_key(*id))
+                    .cloned()
+                    .collect();
+                return self.replace(desired, &stale, drift);
             }
         };
         let kind = if drift || self.programmed.is_none() {
@@ -196,14 +197,14 @@ impl Programmer {
             return Err(e);
         }
         // Keep the model of what is programmed: patch it for incremental batches (cheap for
-        // one pod among 10k), copy the desired state after a full replacement.
+        // one pod among 10k).
         match (&mut self.programmed, kind) {
             (Some(model), SyncKind::Incremental) => changes.apply_to(model),
             _ => self.programmed = Some(desired.clone()),
         }
         debug_assert_eq!(self.programmed.as_ref(), Some(desired));
         self.owned = desired.tables.keys().cloned().collect();
-        self.after_commit(desired, &changes, gen_before)?;
+        self.after_commit(desired, Some(&changes), gen_before)?;
         Ok(SyncReport {
             kind,
             changes: changes.changes.len(),
@@ -240,7 +241,7 @@ impl Programmer {
         if let Some(model) = &mut self.programmed {
             changes.apply_to(model);
         }
-        self.after_commit(desired, changes, gen_before)?;
+        self.after_commit(desired, Some(changes), gen_before)?;
         Ok(SyncReport {
             kind: SyncKind::Incremental,
             changes: changes.changes.len(),
@@ -248,21 +249,51 @@ impl Programmer {
         })
     }
 
-    /// Record generation and snapshots after a successful commit of ours.
+    /// Replace our tables whole with `desired` and delete the `stale` ones, in one batch
+    /// built straight from `desired`.
+    fn replace(
+        &mut self,
+        desired: &Ruleset,
+        stale: &std::collections::BTreeSet<TableId>,
+        drift: bool,
+    ) -> Result<SyncReport, NftError> {
+        let (msgs, n) = full_msgs(stale, desired);
+        if msgs.is_empty() {
+            return Ok(SyncReport {
+                kind: SyncKind::Full,
+                changes: 0,
+                drift,
+            });
+        }
+        let gen_before = self.expected_gen;
+        self.owned.extend(desired.tables.keys().cloned());
+        let sent = self.send_batch(&msgs);
+        drop(msgs);
+        if let Err(e) = sent {
+            self.forget();
+            return Err(e);
+        }
+        self.programmed = Some(desired.clone());
+        self.owned = desired.tables.keys().cloned().collect();
+        self.after_commit(desired, None, gen_before)?;
+        Ok(SyncReport {
+            kind: SyncKind::Full,
+            changes: n,
+            drift,
+        })
+    }
+
+    /// Record generation and snapshots after a successful commit of ours (`changes`: the
+    /// change list sent, `None` for a full replacement).
     fn after_commit(
         &mut self,
         desired: &Ruleset,
-        changes: &ChangeList,
+        changes: Option<&ChangeList>,
         gen_before: Option<u32>,
     ) -> Result<(), NftError> {
         let gen_after = self.generation()?;
-        if !changes.is_elements_only() || gen_before.is_none() {
-            self.snapshots.clear();
-            for (id, t) in &desired.tables {
-                let snap = self.snapshot_of(id, Some(t))?.unwrap_or_default();
-                self.snapshots.insert(id.clone(), snap);
-            }
-        } else {
+        let elements_only = changes.filter(|c| c.is_elements_only());
+        if let (Some(changes), Some(_)) = (elements_only, gen_before) {
             // Element-only commit: handles are unchanged; the counts of the touched sets
             // follow the IR.
             for c in &changes.changes {
@@ -279,6 +310,12 @@ impl Programmer {
                     snap.elements
                         .insert(decl.name.clone(), sys::kernel_element_count(set));
                 }
+            }
+        } else {
+            self.snapshots.clear();
+            for (id, t) in &desired.tables {
+                let snap = self.snapshot_of(id, Some(t))?.unwrap_or_default();
+                self.snapshots.insert(id.clone(), snap);
             }
         }
         // Only our own commit happened in between: keep the fast path. Otherwise force a
@@ -314,58 +351,59 @@ impl Programmer {
     /// Apply a change list as one atomic batch. Does not update the programmed state; use
     /// [`Programmer::sync`] for that.
     pub fn apply(&mut self, changes: &ChangeList) -> Result<(), NftError> {
-        let mut msgs: Vec<(Msg, usize)> = Vec::with_capacity(changes.changes.len());
+        let mut msgs: Vec<(Msg, Desc<'_>)> = Vec::with_capacity(changes.changes.len());
         let mut set_id = 1u32;
-        for (i, c) in changes.changes.iter().enumerate() {
+        for c in &changes.changes {
+            let d = Desc::Change(c);
             match c {
-                Change::AddTable(t) => msgs.push((sys::table(t, true), i)),
-                Change::DeleteTable(t) => msgs.push((sys::table(t, false), i)),
+                Change::AddTable(t) => msgs.push((sys::table(t, true), d)),
+                Change::DeleteTable(t) => msgs.push((sys::table(t, false), d)),
                 Change::AddChain { table, name, kind } => {
-                    msgs.push((sys::add_chain(table, name, *kind), i));
+                    msgs.push((sys::add_chain(table, name, *kind), d));
                 }
                 Change::FlushChain { table, chain } => {
-                    msgs.push((sys::flush_chain(table, chain), i))
+                    msgs.push((sys::flush_chain(table, chain), d))
                 }
                 Change::DeleteChain { table, chain } => {
-                    msgs.push((sys::delete_chain(table, chain), i));
+                    msgs.push((sys::delete_chain(table, chain), d));
                 }
                 Change::AddSet { table, decl } => {
-                    msgs.push((sys::set(table, decl, true, set_id), i));
+                    msgs.push((sys::set(table, decl, true, set_id), d));
                     set_id += 1;
                 }
                 Change::DeleteSet { table, decl } => {
-                    msgs.push((sys::set(table, decl, false, 0), i))
+                    msgs.push((sys::set(table, decl, false, 0), d))
                 }
                 Change::AddElements {
                     table,
                     decl,
                     elements,
                 } => msgs.extend(
-                    sys::elems(table, decl, elements, true)
+                    sys::elems(table, decl, elements.iter().map(|(e, v)| (e, v)), true)
                         .into_iter()
-                        .map(|m| (m, i)),
+                        .map(|m| (m, d)),
                 ),
                 Change::DeleteElements {
                     table,
                     decl,
                     elements,
                 } => msgs.extend(
-                    sys::elems(table, decl, elements, false)
+                    sys::elems(table, decl, elements.iter().map(|(e, v)| (e, v)), false)
                         .into_iter()
-                        .map(|m| (m, i)),
+                        .map(|m| (m, d)),
                 ),
                 Change::AddRule { table, chain, rule } => {
-                    msgs.push((sys::rule(table, chain, rule), i))
+                    msgs.push((sys::rule(table, chain, rule), d))
                 }
             }
         }
         if msgs.is_empty() {
             return Ok(());
         }
-        self.send_batch(&msgs, changes)
+        self.send_batch(&msgs)
     }
 
-    fn send_batch(&mut self, msgs: &[(Msg, usize)], changes: &ChangeList) -> Result<(), NftError> {
+    fn send_batch(&mut self, msgs: &[(Msg, Desc<'_>)]) -> Result<(), NftError> {
         let mut batch = Batch::with_page_size(BATCH_PAGE);
         // Only the last message asks for an ACK: failing messages are reported anyway, and
         // the kernel sends every reply after the whole batch is processed (committed or
@@ -449,9 +487,8 @@ impl Programmer {
                     let what = seq
                         .checked_sub(first_msg_seq)
                         .and_then(|i| msgs.get(i as usize))
-                        .and_then(|(_, ci)| changes.changes.get(*ci))
-                        .map(|c| {
-                            let mut s = c.to_string();
+                        .map(|(_, d)| {
+                            let mut s = d.to_string();
                             if s.len() > 200 {
                                 let cut = (0..=200)
                                     .rev()
@@ -746,4 +783,121 @@ impl Programmer {
             }
         }
     }
+}
+
+/// What a batch message does, for error reports (borrowed: describing costs nothing unless
+/// the kernel rejects the message).
+#[derive(Debug, Clone, Copy)]
+enum Desc<'a> {
+    /// A change of a change list.
+    Change(&'a Change),
+    /// `add table` of a full replacement.
+    AddTable(&'a TableId),
+    /// `delete table` of a full replacement.
+    DeleteTable(&'a TableId),
+    /// `add chain` of a full replacement.
+    AddChain(&'a TableId, &'a Chain),
+    /// `add set` of a full replacement.
+    AddSet(&'a TableId, &'a SetDecl),
+    /// Elements of a set, in a full replacement.
+    AddElements(&'a TableId, &'a SetDecl, usize),
+    /// `add rule` of a full replacement.
+    AddRule(&'a TableId, &'a str, &'a Rule),
+}
+
+impl std::fmt::Display for Desc<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Desc::Change(c) => write!(f, "{c}"),
+            Desc::AddTable(t) => write!(f, "{}", Change::AddTable(t.clone())),
+            Desc::DeleteTable(t) => write!(f, "{}", Change::DeleteTable(t.clone())),
+            Desc::AddChain(t, c) => write!(
+                f,
+                "{}",
+                Change::AddChain {
+                    table: t.clone(),
+                    name: c.name.clone(),
+                    kind: c.kind,
+                }
+            ),
+            Desc::AddSet(t, d) => write!(
+                f,
+                "{}",
+                Change::AddSet {
+                    table: t.clone(),
+                    decl: d.clone(),
+                }
+            ),
+            Desc::AddElements(t, d, n) => {
+                write!(f, "add {n} elements to set {} of table {t}", d.name)
+            }
+            Desc::AddRule(t, c, r) => write!(
+                f,
+                "{}",
+                Change::AddRule {
+                    table: t.clone(),
+                    chain: c.to_string(),
+                    rule: r.clone(),
+                }
+            ),
+        }
+    }
+}
+
+/// The batch of `ChangeList::delete_tables(stale)` followed by
+/// `ChangeList::replace_all(desired)`, built from `desired` without copying it, and the
+/// number of changes those lists would hold.
+fn full_msgs<'a>(
+    stale: &'a std::collections::BTreeSet<TableId>,
+    desired: &'a Ruleset,
+) -> (Vec<(Msg, Desc<'a>)>, usize) {
+    let mut msgs: Vec<(Msg, Desc<'a>)> = Vec::new();
+    let mut n = 0;
+    let ids: Vec<&TableId> = desired.tables.keys().collect();
+    for id in stale.iter().chain(ids.iter().copied()) {
+        msgs.push((sys::table(id, true), Desc::AddTable(id)));
+        msgs.push((sys::table(id, false), Desc::DeleteTable(id)));
+        n += 2;
+    }
+    for id in &ids {
+        msgs.push((sys::table(id, true), Desc::AddTable(id)));
+        n += 1;
+    }
+    for (id, t) in &desired.tables {
+        for c in t.chains.values() {
+            msgs.push((sys::add_chain(id, &c.name, c.kind), Desc::AddChain(id, c)));
+            n += 1;
+        }
+    }
+    let mut set_id = 1u32;
+    for (id, t) in &desired.tables {
+        for s in t.sets.values() {
+            msgs.push((
+                sys::set(id, &s.decl, true, set_id),
+                Desc::AddSet(id, &s.decl),
+            ));
+            set_id += 1;
+            n += 1;
+        }
+    }
+    for (id, t) in &desired.tables {
+        for s in t.sets.values().filter(|s| !s.elements.is_empty()) {
+            let d = Desc::AddElements(id, &s.decl, s.elements.len());
+            msgs.extend(
+                sys::elems(id, &s.decl, s.elements.iter(), true)
+                    .into_iter()
+                    .map(|m| (m, d)),
+            );
+            n += 1;
+        }
+    }
+    for (id, t) in &desired.tables {
+        for c in t.chains.values() {
+            for r in &c.rules {
+                msgs.push((sys::rule(id, &c.name, r), Desc::AddRule(id, &c.name, r)));
+                n += 1;
+            }
+        }
+    }
+    (msgs, n)
 }

@@ -553,10 +553,10 @@ fn encode_elem(buf: &mut Vec<u8>, raw: &RawElem<'_>) {
 /// `add element` (create semantics: EXCL) or `delete element`, split into messages that
 /// each stay under the per-message limit. The attributes are encoded here directly (many
 /// elements per message, no per-element libnftnl object).
-pub fn elems(
+pub fn elems<'a>(
     table: &TableId,
     d: &SetDecl,
-    entries: &[(Element, Option<Verdict>)],
+    entries: impl IntoIterator<Item = (&'a Element, &'a Option<Verdict>)>,
     add: bool,
 ) -> Vec<Msg> {
     let (msg_type, fl) = if add {
@@ -1120,7 +1120,7 @@ mod tests {
             name: "cnet".into(),
         };
         for add in [true, false] {
-            let msgs = elems(&table, &d, &entries, add);
+            let msgs = elems(&table, &d, entries.iter().map(|(e, v)| (e, v)), add);
             assert!(msgs.len() > 1, "5000 map elements need several messages");
             let mut total = 0;
             for m in &msgs {
