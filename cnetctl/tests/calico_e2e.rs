@@ -201,4 +201,17 @@ fn host_endpoint_policy_programmed_and_removed() {
     let tables = lab.node.ns.run(&["nft", "list", "tables"]);
     assert!(!tables.contains("cnet_host"), "{tables}");
     assert!(outside.tcp_ok(node, closed.port()), "after delete");
+    // The same host endpoint for another node (the network's policy.nodeName is node1) does
+    // not apply here.
+    let other = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("node: node1", "node: node2");
+    let other = write(lab.dir.path(), "hep-other.yaml", &other);
+    lab.ctl_ok(&["apply", "-f", &other]);
+    let tables = lab.node.ns.run(&["nft", "list", "tables"]);
+    assert!(!tables.contains("cnet_host"), "{tables}");
+    assert!(
+        outside.tcp_ok(node, closed.port()),
+        "another node's host endpoint"
+    );
 }

@@ -68,6 +68,33 @@ pub struct PolicyConf {
     /// The `inet` table holding this network's policy (`policy.table`, default `cnet`;
     /// letters, digits and `_`, at most 32 characters).
     pub table: String,
+    /// This node's name (`policy.nodeName`; default: the machine's host name, as Calico
+    /// names nodes). A Calico `HostEndpoint` applies here only when its `spec.node` is this
+    /// name; empty when the host name is unknown (every host endpoint then applies).
+    pub node_name: String,
+}
+
+/// Whether `n` is a valid node name (a DNS subdomain, as Kubernetes requires).
+fn is_node_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// The machine's host name, lowercased, when it is a valid node name; empty otherwise.
+fn machine_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|h| is_node_name(h))
+        .unwrap_or_default()
 }
 
 /// Which IPAM serves the network.
@@ -109,6 +136,8 @@ struct RawPolicy {
     enabled: Option<bool>,
     #[serde(default)]
     table: Option<String>,
+    #[serde(default)]
+    node_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +195,7 @@ impl CnetConf {
             lock_timeout_ms: None,
             enabled: None,
             table: None,
+            node_name: None,
         });
         let table = policy.table.unwrap_or_else(|| DEFAULT_TABLE.to_string());
         let table_ok = !table.is_empty()
@@ -177,6 +207,15 @@ impl CnetConf {
                 "cnet config: policy.table {table:?}: letters, digits and _, starting with a letter, at most 32"
             )));
         }
+        let node_name = match policy.node_name {
+            Some(n) if is_node_name(&n) => n,
+            Some(n) => {
+                return Err(CniError::invalid_config(format!(
+                    "cnet config: policy.nodeName {n:?}: a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253)"
+                )));
+            }
+            None => machine_node_name(),
+        };
         let labels = match policy.labels.as_deref() {
             None | Some("cni") => LabelSource::Cni,
             Some("external") => LabelSource::External,
@@ -204,6 +243,7 @@ impl CnetConf {
                     .map_or(DEFAULT_LOCK_TIMEOUT, Duration::from_millis),
                 enabled: policy.enabled.unwrap_or(true),
                 table,
+                node_name,
             },
         })
     }
@@ -289,6 +329,16 @@ mod tests {
     }
 
     #[test]
+    fn node_name_is_configured_or_the_host_name() {
+        let mut v = base();
+        v["policy"] = json!({"nodeName": "worker-1.example"});
+        assert_eq!(parse(v).unwrap().policy.node_name, "worker-1.example");
+        let c = parse(base()).unwrap();
+        assert!(c.policy.node_name.is_empty() || is_node_name(&c.policy.node_name));
+        assert!(!is_node_name("-a") && !is_node_name("a..b") && !is_node_name(""));
+    }
+
+    #[test]
     fn bad_values_are_7_and_bad_types_6() {
         let cases: Vec<(Value, ErrorCode)> = vec![
             (json!({"mode": "vxlan"}), ErrorCode::InvalidNetworkConfig),
@@ -308,6 +358,14 @@ mod tests {
             (
                 json!({"policy": {"table": "a-b"}}),
                 ErrorCode::InvalidNetworkConfig,
+            ),
+            (
+                json!({"policy": {"nodeName": "Node_1"}}),
+                ErrorCode::InvalidNetworkConfig,
+            ),
+            (
+                json!({"policy": {"nodeName": 7}}),
+                ErrorCode::DecodingFailure,
             ),
             (json!({"ipam": {}}), ErrorCode::InvalidNetworkConfig),
             (json!({"ipam": {"type": 1}}), ErrorCode::DecodingFailure),

@@ -325,6 +325,7 @@ impl CnetPlugin {
         // Intent first: from here on DEL and GC of this network know the attachment.
         guard.data.mode = conf.mode.name().to_string();
         guard.data.table = conf.policy.table.clone();
+        guard.data.node.clone_from(&conf.policy.node_name);
         // Operator labels (`cnetctl label`) outlive the record (DEL then ADD on restart).
         let mut labels = id.labels;
         let mut labels_known = id.labels_known;

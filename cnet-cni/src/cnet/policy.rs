@@ -159,6 +159,7 @@ pub fn engine_state(data: &StateData) -> Result<EngineState, CniError> {
         } else {
             data.table.clone()
         },
+        node: (!data.node.is_empty()).then(|| data.node.clone()),
         allow_from_resident_node: true,
         ..EngineState::default()
     };
@@ -191,6 +192,7 @@ pub fn engine_for(data: &StateData) -> Result<Engine, CniError> {
     let st = engine_state(data)?;
     let mut opts = cnet_policy::compile::CompileOptions::new(compile_mode(data));
     opts.table = st.table.clone();
+    opts.node.clone_from(&st.node);
     let mut e = Engine::with_options(opts);
     apply_inputs(&mut e, &EngineState::default(), &st)?;
     Ok(e)

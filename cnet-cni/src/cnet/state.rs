@@ -144,6 +144,9 @@ pub struct StateData {
     /// ADD (`policy.table`; empty: [`crate::cnet::conf::DEFAULT_TABLE`]).
     #[serde(default)]
     pub table: String,
+    /// This node's name as last configured by ADD (`policy.nodeName`); empty: unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
     /// Endpoints, ordered by `(container_id, ifname)`.
     #[serde(default)]
     pub endpoints: Vec<EndpointRecord>,

@@ -49,7 +49,7 @@ impl Lab {
             "ipam": {"type": "cnet-ipam", "subnet": "10.61.0.0/24",
                      "dataDir": dir.path().join("ipam").display().to_string()},
             "policy": {"stateDir": dir.path().join("state").display().to_string(),
-                       "labels": labels},
+                       "labels": labels, "nodeName": "node1"},
         });
         Lab {
             ul,
