@@ -6,6 +6,8 @@
 //! `applyOnForward`, pre-DNAT policy before the node's DNAT).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
@@ -70,47 +72,9 @@ fn serve(ns: &NetNs, ports: &[u16]) -> Servers {
     Servers { stop }
 }
 
+/// node with outside peers out1 (10.77.1.2 via eth1) and out2 (10.77.2.2 via eth2), IPv4 only.
 fn topology() -> (NetNs, NetNs, NetNs) {
-    let node = NetNs::new("hen");
-    let out1 = NetNs::new("ho1");
-    let out2 = NetNs::new("ho2");
-    node.sysctl("net.ipv4.ip_forward=1");
-    for (i, out) in [(1, &out1), (2, &out2)] {
-        let nic = format!("eth{i}");
-        node.run(&[
-            "ip",
-            "link",
-            "add",
-            &nic,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            out.name(),
-        ]);
-        node.run(&["ip", "addr", "add", &format!("10.77.{i}.1/24"), "dev", &nic]);
-        node.run(&["ip", "link", "set", &nic, "up"]);
-        out.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("10.77.{i}.2/24"),
-            "dev",
-            "eth0",
-        ]);
-        out.run(&["ip", "link", "set", "eth0", "up"]);
-        out.run(&[
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("10.77.{i}.1"),
-        ]);
-    }
-    (node, out1, out2)
+    common::routed_pair(["hen", "ho1", "ho2"], "eth", "10.77", false)
 }
 
 fn ip(s: &str) -> IpAddr {

@@ -6,6 +6,8 @@
 //! (The scenario runner probes TCP/UDP only, so ICMP gets its own kernel test.)
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use cnet_policy::calico::CalicoObjects;
 use cnet_policy::compile::{Attachments, CompileOptions, Mode, compile};
 use cnet_policy::nft::Programmer;
@@ -16,74 +18,7 @@ use std::collections::BTreeMap;
 
 /// node with pods p1 (10.9.1.2, fd00:1::2) on h1 and p2 (10.9.2.2, fd00:2::2) on h2.
 fn topology() -> (NetNs, NetNs, NetNs) {
-    let node = NetNs::new("ick");
-    let p1 = NetNs::new("ic1");
-    let p2 = NetNs::new("ic2");
-    node.sysctl("net.ipv4.ip_forward=1");
-    node.sysctl("net.ipv6.conf.all.forwarding=1");
-    for (i, pod) in [(1, &p1), (2, &p2)] {
-        let host = format!("h{i}");
-        node.run(&[
-            "ip",
-            "link",
-            "add",
-            &host,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            pod.name(),
-        ]);
-        node.run(&["ip", "addr", "add", &format!("10.9.{i}.1/24"), "dev", &host]);
-        node.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("fd00:{i}::1/64"),
-            "dev",
-            &host,
-            "nodad",
-        ]);
-        node.run(&["ip", "link", "set", &host, "up"]);
-        pod.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("10.9.{i}.2/24"),
-            "dev",
-            "eth0",
-        ]);
-        pod.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("fd00:{i}::2/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-        pod.run(&["ip", "link", "set", "eth0", "up"]);
-        pod.run(&[
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("10.9.{i}.1"),
-        ]);
-        pod.run(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("fd00:{i}::1"),
-        ]);
-    }
-    (node, p1, p2)
+    common::routed_pair(["ick", "ic1", "ic2"], "h", "10.9", true)
 }
 
 fn inventory() -> (Inventory, Attachments) {

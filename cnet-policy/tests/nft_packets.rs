@@ -5,6 +5,8 @@
 //! discovery is accepted explicitly.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 
 use cnet_policy::nft::{
@@ -35,74 +37,7 @@ fn ping6(from: &NetNs, addr: &str) -> bool {
 
 /// node with pods p1 (10.9.1.2, fd00:1::2) and p2 (10.9.2.2, fd00:2::2), routed via the node.
 fn topology() -> (NetNs, NetNs, NetNs) {
-    let node = NetNs::new("pkn");
-    let p1 = NetNs::new("pk1");
-    let p2 = NetNs::new("pk2");
-    node.sysctl("net.ipv4.ip_forward=1");
-    node.sysctl("net.ipv6.conf.all.forwarding=1");
-    for (i, pod) in [(1, &p1), (2, &p2)] {
-        let host = format!("h{i}");
-        node.run(&[
-            "ip",
-            "link",
-            "add",
-            &host,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            pod.name(),
-        ]);
-        node.run(&["ip", "addr", "add", &format!("10.9.{i}.1/24"), "dev", &host]);
-        node.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("fd00:{i}::1/64"),
-            "dev",
-            &host,
-            "nodad",
-        ]);
-        node.run(&["ip", "link", "set", &host, "up"]);
-        pod.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("10.9.{i}.2/24"),
-            "dev",
-            "eth0",
-        ]);
-        pod.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("fd00:{i}::2/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-        pod.run(&["ip", "link", "set", "eth0", "up"]);
-        pod.run(&[
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("10.9.{i}.1"),
-        ]);
-        pod.run(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("fd00:{i}::1"),
-        ]);
-    }
-    (node, p1, p2)
+    common::routed_pair(["pkn", "pk1", "pk2"], "h", "10.9", true)
 }
 
 fn ruleset(blocked_v4: &[&str], blocked_v6: &[&str]) -> Ruleset {
