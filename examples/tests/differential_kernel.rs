@@ -5,8 +5,10 @@
 //! Failing cases are persisted next to this file and replayed first.
 #![allow(clippy::unwrap_used)]
 
-use cnet_examples::lab::{KernelOracle, LabMode};
-use cnet_examples::runner::{EvaluatorOracle, Oracle, Preparation, RunOptions, prepare};
+mod common;
+
+use cnet_examples::lab::LabMode;
+use cnet_examples::runner::{Preparation, RunOptions, prepare};
 use cnet_examples::scenario::{RecordInput, parse_records};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -117,26 +119,7 @@ fn record() -> impl Strategy<Value = Value> {
                                           {"name": "dns", "containerPort": 81, "protocol": "UDP"}]})
                 })
                 .collect();
-            let mut probes = Vec::new();
-            let name = |p: &Value| {
-                format!(
-                    "{}/{}",
-                    p["namespace"].as_str().unwrap_or(""),
-                    p["name"].as_str().unwrap_or("")
-                )
-            };
-            for p in &pods {
-                for q in &pods {
-                    let (from, to) = (name(p), name(q));
-                    if from == to {
-                        continue;
-                    }
-                    for (port, proto) in [(80, "TCP"), (81, "UDP"), (81, "TCP")] {
-                        probes.push(json!({"from": from, "to": to, "port": port,
-                                           "protocol": proto, "expect": true}));
-                    }
-                }
-            }
+            let probes = common::all_pairs_probes(&pods);
             json!([{"id": "diff", "kind": "cluster-probe-matrix", "namespaces": namespaces,
                     "pods": pods, "policies": policies, "probes": probes}])
         })
@@ -162,28 +145,9 @@ fn differential(mode: LabMode, cases: u32) {
             let Preparation::Ready(prep) = prepare(r, &RunOptions::default()) else {
                 return Ok(());
             };
-            let want = EvaluatorOracle.run(&prep).unwrap();
-            let got = KernelOracle::new(mode).run(&prep).unwrap();
-            flows.fetch_add(prep.probes.len(), std::sync::atomic::Ordering::SeqCst);
-            let n = got
-                .iter()
-                .filter(|g| g.outcome == cnet_examples::runner::Outcome::Dropped)
-                .count();
+            let (f, n) = common::evaluator_equals_kernel(mode, &prep, &rec)?;
+            flows.fetch_add(f, std::sync::atomic::Ordering::SeqCst);
             dropped.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-            for ((p, w), g) in prep.probes.iter().zip(&want).zip(&got) {
-                prop_assert_eq!(
-                    &w.outcome,
-                    &g.outcome,
-                    "{:?}: {} -> {}:{}/{}\n{}\npolicies: {}",
-                    mode,
-                    p.from,
-                    p.to,
-                    p.port,
-                    p.protocol,
-                    w.explanation.clone().unwrap_or_default(),
-                    serde_json::to_string(&rec[0]["policies"]).unwrap()
-                );
-            }
             Ok(())
         })
         .unwrap();

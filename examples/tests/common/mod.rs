@@ -43,3 +43,65 @@ pub fn assert_passed_skipping_only_sctp(
     }
     (passed, skipped)
 }
+
+/// Probes for a generated cluster-probe-matrix record: every ordered pair of distinct pods
+/// (each a JSON object with `namespace` and `name`) on 80/TCP, 81/UDP and 81/TCP, all
+/// expecting `true` (the evaluator's verdict is the oracle, not the expectation).
+pub fn all_pairs_probes(pods: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let name = |p: &serde_json::Value| {
+        format!(
+            "{}/{}",
+            p["namespace"].as_str().unwrap_or(""),
+            p["name"].as_str().unwrap_or("")
+        )
+    };
+    let mut probes = Vec::new();
+    for p in pods {
+        for q in pods {
+            let (from, to) = (name(p), name(q));
+            if from == to {
+                continue;
+            }
+            for (port, proto) in [(80, "TCP"), (81, "UDP"), (81, "TCP")] {
+                probes.push(serde_json::json!({"from": from, "to": to, "port": port,
+                                               "protocol": proto, "expect": true}));
+            }
+        }
+    }
+    probes
+}
+
+/// Run `prep` through the evaluator and the kernel lab in `mode` and fail the proptest case
+/// unless every probe's outcome agrees (the message names the flow, the evaluator's
+/// explanation and `rec`'s policies). Returns (flows, dropped) of the kernel run.
+#[allow(clippy::unwrap_used)]
+pub fn evaluator_equals_kernel(
+    mode: cnet_examples::lab::LabMode,
+    prep: &cnet_examples::runner::PreparedRecord,
+    rec: &serde_json::Value,
+) -> Result<(usize, usize), proptest::test_runner::TestCaseError> {
+    use cnet_examples::runner::Oracle;
+    let want = cnet_examples::runner::EvaluatorOracle.run(prep).unwrap();
+    let got = cnet_examples::lab::KernelOracle::new(mode)
+        .run(prep)
+        .unwrap();
+    let dropped = got
+        .iter()
+        .filter(|g| g.outcome == cnet_examples::runner::Outcome::Dropped)
+        .count();
+    for ((p, w), g) in prep.probes.iter().zip(&want).zip(&got) {
+        proptest::prop_assert_eq!(
+            &w.outcome,
+            &g.outcome,
+            "{:?}: {} -> {}:{}/{}\n{}\npolicies: {}",
+            mode,
+            p.from,
+            p.to,
+            p.port,
+            p.protocol,
+            w.explanation.clone().unwrap_or_default(),
+            serde_json::to_string(&rec[0]["policies"]).unwrap()
+        );
+    }
+    Ok((prep.probes.len(), dropped))
+}
