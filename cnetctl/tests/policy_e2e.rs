@@ -4,8 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use cnet_testsupport::require_priv;
-use common::{Lab, cnet, write};
-use std::io::Write;
+use common::{Lab, write};
 use std::net::IpAddr;
 use std::process::Stdio;
 
@@ -190,36 +189,19 @@ fn killed_adds_never_open_a_pod_against_policy() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: prod}\nspec: {podSelector: {}}\n",
     );
     lab.ctl_ok(&["apply", "-f", &f]);
-    let bin = cnet().display().to_string();
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     let mut exposed_checks = 0;
     for round in 0..12 {
         let victim = lab.node.pod();
         let echo = victim.tcp_echo();
-        let mut child = lab
-            .node
-            .ns
-            .command(&[&bin])
-            .env_clear()
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", format!("victim{round}"))
-            .env("CNI_NETNS", victim.path())
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .env(
-                "CNI_ARGS",
-                format!("K8S_POD_NAMESPACE=prod;K8S_POD_NAME=v{round}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lab.conf.to_string().as_bytes())
-            .unwrap();
+        let mut child = lab.spawn_plugin(
+            "ADD",
+            &format!("victim{round}"),
+            Some(&victim),
+            Some(&format!("K8S_POD_NAMESPACE=prod;K8S_POD_NAME=v{round}")),
+            &lab.conf,
+            Stdio::null(),
+        );
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -246,24 +228,15 @@ fn killed_adds_never_open_a_pod_against_policy() {
             );
         }
         let out = lab
-            .node
-            .ns
-            .command(&[&bin])
-            .env_clear()
-            .env("CNI_COMMAND", "DEL")
-            .env("CNI_CONTAINERID", format!("victim{round}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                c.stdin
-                    .take()
-                    .unwrap()
-                    .write_all(lab.conf.to_string().as_bytes())?;
-                c.wait_with_output()
-            })
+            .spawn_plugin(
+                "DEL",
+                &format!("victim{round}"),
+                None,
+                None,
+                &lab.conf,
+                Stdio::piped(),
+            )
+            .wait_with_output()
             .unwrap();
         assert!(
             out.status.success(),

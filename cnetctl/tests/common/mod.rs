@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub fn cnetctl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cnetctl"))
@@ -86,69 +86,65 @@ impl Lab {
     /// ADD through the plugin binary with a whole configuration: success and the printed
     /// result or error JSON.
     pub fn add_conf(&self, pod: &NetNs, ns: &str, name: &str, conf: &Value) -> (bool, Value) {
-        let bin = cnet().display().to_string();
-        let mut child = self
-            .node
-            .ns
-            .command(&[&bin])
-            .env_clear()
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", format!("{ns}-{name}"))
-            .env("CNI_NETNS", pod.path())
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .env(
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = self.run_plugin("ADD", pod, ns, name, conf);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         (out.status.success(), v)
     }
 
     /// DEL through the plugin binary.
     pub fn del(&self, pod: &NetNs, ns: &str, name: &str) {
-        let bin = cnet().display().to_string();
-        let mut child = self
-            .node
-            .ns
-            .command(&[&bin])
-            .env_clear()
-            .env("CNI_COMMAND", "DEL")
-            .env("CNI_CONTAINERID", format!("{ns}-{name}"))
-            .env("CNI_NETNS", pod.path())
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .env(
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(self.conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = self.run_plugin("DEL", pod, ns, name, &self.conf);
         assert!(
             out.status.success(),
             "DEL: {}",
             String::from_utf8_lossy(&out.stdout)
         );
+    }
+
+    /// Run the plugin binary for `command` on `pod` (container `{ns}-{name}`, pod namespace and
+    /// name in CNI_ARGS) with `conf` and wait for it; stdout captured.
+    fn run_plugin(&self, command: &str, pod: &NetNs, ns: &str, name: &str, conf: &Value) -> Output {
+        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
+        let id = format!("{ns}-{name}");
+        self.spawn_plugin(command, &id, Some(pod), Some(&args), conf, Stdio::piped())
+            .wait_with_output()
+            .unwrap()
+    }
+
+    /// Start the plugin binary inside the node netns as a runtime does: a clean environment
+    /// with CNI_COMMAND, CNI_CONTAINERID, CNI_IFNAME=eth0, CNI_PATH=/usr/lib/cni, CNI_NETNS
+    /// (the pod's path) and CNI_ARGS when given; `conf` is written to its stdin, which is then
+    /// closed; stdout goes to `stdout`.
+    pub fn spawn_plugin(
+        &self,
+        command: &str,
+        container_id: &str,
+        pod: Option<&NetNs>,
+        cni_args: Option<&str>,
+        conf: &Value,
+        stdout: Stdio,
+    ) -> Child {
+        let bin = cnet().display().to_string();
+        let mut cmd = self.node.ns.command(&[&bin]);
+        cmd.env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni");
+        if let Some(pod) = pod {
+            cmd.env("CNI_NETNS", pod.path());
+        }
+        if let Some(args) = cni_args {
+            cmd.env("CNI_ARGS", args);
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(stdout).spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        child
     }
 
     pub fn ctl(&self, args: &[&str]) -> Output {
