@@ -5,13 +5,16 @@
 //! restored on the next sync.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use cnet_policy::compile::Mode;
 use cnet_policy::engine::Engine;
 use cnet_policy::nft::{SyncKind, diff};
-use cnet_policy::{Endpoint, EndpointId, parse_yaml};
+use cnet_policy::{EndpointId, parse_yaml};
 use cnet_testsupport::{NetNs, require_priv};
+use common::engine::{listing, network_policy_id, ns_name, pod_endpoint};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -58,10 +61,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn ns_name(ns: u8) -> String {
-    format!("ns{ns}")
-}
-
 fn policy_yaml(ns: u8, name: u8, app: u8, peer_app: u8, port: u16, egress: bool) -> String {
     let ports = if port == 0 {
         String::new()
@@ -86,25 +85,7 @@ fn policy_yaml(ns: u8, name: u8, app: u8, peer_app: u8, port: u16, egress: bool)
 fn apply(e: &mut Engine, op: &Op) {
     match *op {
         Op::Pod { ns, idx, app, tier } => {
-            let mut ep = Endpoint::new(
-                &ns_name(ns),
-                &format!("p{idx}"),
-                BTreeMap::from([
-                    ("app".to_string(), format!("a{app}")),
-                    ("tier".to_string(), format!("t{tier}")),
-                ]),
-                vec![
-                    format!("10.77.{ns}.{}", idx + 2).parse().unwrap(),
-                    format!("fd77::{ns}:{}", idx + 2).parse().unwrap(),
-                ],
-            );
-            ep.named_ports.insert(
-                "dns".into(),
-                cnet_policy::NamedPort {
-                    port: 53 + u16::from(app),
-                    protocol: cnet_policy::Protocol::Udp,
-                },
-            );
+            let ep = pod_endpoint(ns, idx, app, tier, 53 + u16::from(app));
             e.upsert_endpoint(ep, Some(format!("cnet77{ns:02x}{idx:02x}00")));
         }
         Op::RemovePod { ns, idx } => {
@@ -129,37 +110,9 @@ fn apply(e: &mut Engine, op: &Op) {
             }
         }
         Op::DeletePolicy { ns, name } => {
-            let id = cnet_policy::model::PolicyId {
-                kind: cnet_policy::model::PolicyKind::NetworkPolicy,
-                namespace: Some(ns_name(ns)),
-                name: format!("p{name}"),
-            };
-            e.delete_policy(&id);
+            e.delete_policy(&network_policy_id(ns, name));
         }
     }
-}
-
-/// `nft list table inet cnet`, with its sets, maps and chains sorted by name (the kernel
-/// lists objects in creation order, which differs between incremental and full programming).
-fn listing(ns: &NetNs) -> String {
-    let text = ns.run(&["nft", "list", "table", "inet", "cnet"]);
-    let mut blocks: Vec<Vec<&str>> = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("\tset ") || line.starts_with("\tmap ") || line.starts_with("\tchain ")
-        {
-            blocks.push(vec![line]);
-        } else if line.starts_with("\t\t") || line == "\t}" {
-            if let Some(b) = blocks.last_mut() {
-                b.push(line);
-            }
-        }
-    }
-    blocks.sort();
-    blocks
-        .into_iter()
-        .map(|b| b.join("\n"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 proptest! {

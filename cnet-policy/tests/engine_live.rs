@@ -6,6 +6,8 @@
 //! a fresh full program of the final state (privileged).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use cnet_policy::compile::{CompileOptions, Mode, compile};
@@ -13,6 +15,7 @@ use cnet_policy::engine::Engine;
 use cnet_policy::nft::SyncKind;
 use cnet_policy::{Endpoint, EndpointId, Node, parse_yaml};
 use cnet_testsupport::NetNs;
+use common::engine::{listing, network_policy_id, ns_name, pod_endpoint};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -71,10 +74,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn ns_name(ns: u8) -> String {
-    format!("ns{ns}")
-}
-
 fn policy_yaml(ns: u8, name: u8, app: u8, peer_app: u8, shape: u8, egress: bool) -> String {
     let (dir, peer, kind) = if egress {
         ("egress", "to", "Egress")
@@ -124,30 +123,12 @@ fn apply(e: &mut Engine, op: &Op) {
             pending,
             port,
         } => {
-            let mut ep = Endpoint::new(
-                &ns_name(ns),
-                &format!("p{idx}"),
-                BTreeMap::from([
-                    ("app".to_string(), format!("a{app}")),
-                    ("tier".to_string(), format!("t{tier}")),
-                ]),
-                vec![
-                    format!("10.77.{ns}.{}", idx + 2).parse().unwrap(),
-                    format!("fd77::{ns}:{}", idx + 2).parse().unwrap(),
-                ],
-            );
+            let mut ep = pod_endpoint(ns, idx, app, tier, port);
             ep.node = Some(if remote {
                 "other".into()
             } else {
                 "here".into()
             });
-            ep.named_ports.insert(
-                "dns".into(),
-                cnet_policy::NamedPort {
-                    port,
-                    protocol: cnet_policy::Protocol::Udp,
-                },
-            );
             let ifname = (!remote).then(|| format!("cnet77{ns:02x}{idx:02x}00"));
             if pending {
                 e.upsert_pending_endpoint(ep, ifname);
@@ -193,11 +174,7 @@ fn apply(e: &mut Engine, op: &Op) {
             }
         }
         Op::DeletePolicy { ns, name } => {
-            e.delete_policy(&cnet_policy::model::PolicyId {
-                kind: cnet_policy::model::PolicyKind::NetworkPolicy,
-                namespace: Some(ns_name(ns)),
-                name: format!("p{name}"),
-            });
+            e.delete_policy(&network_policy_id(ns, name));
         }
     }
 }
@@ -272,26 +249,4 @@ proptest! {
         full_ns.in_netns(|| fresh.sync()).unwrap();
         prop_assert_eq!(listing(&inc_ns), listing(&full_ns));
     }
-}
-
-/// `nft list table inet cnet` with sets, maps and chains sorted by name.
-fn listing(ns: &NetNs) -> String {
-    let text = ns.run(&["nft", "list", "table", "inet", "cnet"]);
-    let mut blocks: Vec<Vec<&str>> = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("\tset ") || line.starts_with("\tmap ") || line.starts_with("\tchain ")
-        {
-            blocks.push(vec![line]);
-        } else if line.starts_with("\t\t") || line == "\t}" {
-            if let Some(b) = blocks.last_mut() {
-                b.push(line);
-            }
-        }
-    }
-    blocks.sort();
-    blocks
-        .into_iter()
-        .map(|b| b.join("\n"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

@@ -1,4 +1,8 @@
-//! Kernel lab harness shared by the privileged cnet-policy tests.
+//! Pieces shared by the cnet-policy integration tests: the kernel lab harness (here) and the
+//! engine property tests' model ([`engine`]). Each test uses only some of them.
+#![allow(dead_code)]
+
+pub mod engine;
 
 use cnet_testsupport::NetNs;
 
