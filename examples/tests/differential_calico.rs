@@ -13,10 +13,7 @@
 mod common;
 
 use cnet_examples::lab::LabMode;
-use cnet_examples::runner::{Preparation, RunOptions, prepare};
-use cnet_examples::scenario::{RecordInput, parse_records};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use serde_json::{Value, json};
 
 const PODS: usize = 6;
@@ -377,42 +374,14 @@ fn record() -> impl Strategy<Value = Value> {
 }
 
 fn differential(mode: LabMode, cases: u32) {
-    let mut runner = TestRunner::new(Config {
+    let (records, flows, dropped) = common::differential(
+        mode,
         cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/differential_calico.proptest-regressions",
-        ))),
-        ..Config::default()
-    });
-    let flows = std::sync::atomic::AtomicUsize::new(0);
-    let dropped = std::sync::atomic::AtomicUsize::new(0);
-    let records_run = std::sync::atomic::AtomicUsize::new(0);
-    runner
-        .run(&record(), |rec| {
-            let text = rec.to_string();
-            let records = parse_records(&text, "generated").unwrap();
-            let RecordInput::Ok(r) = &records[0] else {
-                panic!("generated record is malformed: {text}");
-            };
-            let prep = match prepare(r, &RunOptions::default()) {
-                Preparation::Ready(p) => p,
-                Preparation::Skipped { reason, .. } => {
-                    panic!("generated record not runnable: {reason}\n{text}")
-                }
-            };
-            let (f, n) = common::evaluator_equals_kernel(mode, &prep, &rec)?;
-            records_run.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            flows.fetch_add(f, std::sync::atomic::Ordering::SeqCst);
-            dropped.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        })
-        .unwrap();
-    let flows = flows.load(std::sync::atomic::Ordering::SeqCst);
-    let dropped = dropped.load(std::sync::atomic::Ordering::SeqCst);
-    println!(
-        "{mode:?}: {} records, {flows} flows agreed, {dropped} of them dropped",
-        records_run.load(std::sync::atomic::Ordering::SeqCst)
+        "tests/differential_calico.proptest-regressions",
+        record(),
+        true,
     );
+    println!("{mode:?}: {records} records, {flows} flows agreed, {dropped} of them dropped");
     assert!(dropped > 0, "the generated policies never denied anything");
     assert!(dropped < flows, "the generated policies denied everything");
 }

@@ -8,10 +8,7 @@
 mod common;
 
 use cnet_examples::lab::LabMode;
-use cnet_examples::runner::{Preparation, RunOptions, prepare};
-use cnet_examples::scenario::{RecordInput, parse_records};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use serde_json::{Value, json};
 
 const PODS: usize = 7;
@@ -126,36 +123,14 @@ fn record() -> impl Strategy<Value = Value> {
 }
 
 fn differential(mode: LabMode, cases: u32) {
-    let mut runner = TestRunner::new(Config {
+    let (_, flows, dropped) = common::differential(
+        mode,
         cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/differential_kernel.proptest-regressions",
-        ))),
-        ..Config::default()
-    });
-    let flows = std::sync::atomic::AtomicUsize::new(0);
-    let dropped = std::sync::atomic::AtomicUsize::new(0);
-    runner
-        .run(&record(), |rec| {
-            let text = rec.to_string();
-            let records = parse_records(&text, "generated").unwrap();
-            let RecordInput::Ok(r) = &records[0] else {
-                panic!("generated record is malformed: {text}");
-            };
-            let Preparation::Ready(prep) = prepare(r, &RunOptions::default()) else {
-                return Ok(());
-            };
-            let (f, n) = common::evaluator_equals_kernel(mode, &prep, &rec)?;
-            flows.fetch_add(f, std::sync::atomic::Ordering::SeqCst);
-            dropped.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        })
-        .unwrap();
-    let dropped = dropped.load(std::sync::atomic::Ordering::SeqCst);
-    println!(
-        "{mode:?}: {} flows agreed, {dropped} of them dropped",
-        flows.load(std::sync::atomic::Ordering::SeqCst)
+        "tests/differential_kernel.proptest-regressions",
+        record(),
+        false,
     );
+    println!("{mode:?}: {flows} flows agreed, {dropped} of them dropped");
     assert!(dropped > 0, "the generated policies never denied anything");
 }
 

@@ -105,3 +105,55 @@ pub fn evaluator_equals_kernel(
     }
     Ok((prep.probes.len(), dropped))
 }
+
+/// Run `cases` records from `record` (each a one-record JSON array of a cluster probe matrix)
+/// through [`evaluator_equals_kernel`] in `mode`, failing cases persisted to `regressions`.
+/// A generated record that does not parse panics; one that `prepare` skips panics when
+/// `must_run`, else is passed over. Returns (records run, flows agreed, flows dropped).
+#[allow(clippy::unwrap_used)]
+pub fn differential(
+    mode: cnet_examples::lab::LabMode,
+    cases: u32,
+    regressions: &'static str,
+    record: impl proptest::strategy::Strategy<Value = serde_json::Value>,
+    must_run: bool,
+) -> (usize, usize, usize) {
+    use cnet_examples::runner::{Preparation, RunOptions, prepare};
+    use cnet_examples::scenario::{RecordInput, parse_records};
+    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(regressions))),
+        ..Config::default()
+    });
+    let records_run = AtomicUsize::new(0);
+    let flows = AtomicUsize::new(0);
+    let dropped = AtomicUsize::new(0);
+    runner
+        .run(&record, |rec| {
+            let text = rec.to_string();
+            let records = parse_records(&text, "generated").unwrap();
+            let RecordInput::Ok(r) = &records[0] else {
+                panic!("generated record is malformed: {text}");
+            };
+            let prep = match prepare(r, &RunOptions::default()) {
+                Preparation::Ready(p) => p,
+                Preparation::Skipped { reason, .. } if must_run => {
+                    panic!("generated record not runnable: {reason}\n{text}")
+                }
+                Preparation::Skipped { .. } => return Ok(()),
+            };
+            let (f, n) = evaluator_equals_kernel(mode, &prep, &rec)?;
+            records_run.fetch_add(1, Ordering::SeqCst);
+            flows.fetch_add(f, Ordering::SeqCst);
+            dropped.fetch_add(n, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+    (
+        records_run.load(Ordering::SeqCst),
+        flows.load(Ordering::SeqCst),
+        dropped.load(Ordering::SeqCst),
+    )
+}
