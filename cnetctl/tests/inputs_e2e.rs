@@ -48,16 +48,7 @@ fn inputs(mode: &str) {
                {"name": "metrics", "containerPort": 9090}]),
         false,
     );
-    let (ok, v) = lab.add_conf(&web, "prod", "web", &conf);
-    assert!(ok, "{v}");
-    let web_ip: std::net::IpAddr = v["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let web_ip = lab.add_conf_ok(&web, "prod", "web", &conf);
     lab.add(&client, "team", "client", &[("app", "client")]);
     lab.add(&tool, "dev", "tool", &[("app", "tool")]);
     let eps = lab.ctl_ok(&["get", "endpoints"]);
@@ -175,16 +166,7 @@ fn container_ports_capability() {
         json!([{"name": "http", "containerPort": echo.port()}]),
         true,
     );
-    let (ok, v) = lab.add_conf(&web, "prod", "web", &conf);
-    assert!(ok, "{v}");
-    let ip: std::net::IpAddr = v["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ip = lab.add_conf_ok(&web, "prod", "web", &conf);
     lab.add(&client, "prod", "client", &[]);
     let f = write(
         lab.dir.path(),

@@ -73,7 +73,13 @@ impl Lab {
                 .collect();
             conf["args"] = json!({"cni": {"labels": l}});
         }
-        let (ok, v) = self.add_conf(pod, ns, name, &conf);
+        self.add_conf_ok(pod, ns, name, &conf)
+    }
+
+    /// ADD through the plugin binary with a whole configuration, which must succeed; returns
+    /// the pod's first (IPv4) address.
+    pub fn add_conf_ok(&self, pod: &NetNs, ns: &str, name: &str, conf: &Value) -> IpAddr {
+        let (ok, v) = self.add_conf(pod, ns, name, conf);
         assert!(ok, "{v}");
         v["ips"][0]["address"]
             .as_str()
