@@ -51,8 +51,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Create or update policies and namespace labels from YAML/JSON files (NetworkPolicy,
-    /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy, and v1 Namespace
-    /// objects, whose `metadata.labels` become the namespace's labels); all or nothing.
+    /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy; projectcalico.org/v3
+    /// NetworkPolicy, GlobalNetworkPolicy, the staged kinds, Tier, NetworkSet, GlobalNetworkSet,
+    /// HostEndpoint, told apart by apiVersion; and v1 Namespace objects, whose
+    /// `metadata.labels` become the namespace's labels); all or nothing.
     #[command(after_help = EXIT_CODES)]
     Apply {
         /// A file, or a directory of .yaml/.yml/.json files; repeatable.
@@ -64,7 +66,7 @@ enum Cmd {
         )]
         files: Vec<PathBuf>,
     },
-    /// Delete the policies named in files (kind, namespace and name are used); a Namespace
+    /// Delete the policies named in files (apiVersion, kind, namespace and name are used); a Namespace
     /// object removes that namespace's labels (its name label stays).
     #[command(after_help = EXIT_CODES)]
     Delete {
