@@ -9,23 +9,34 @@
 //!   pod-to-pod packet is judged by the source's egress chain and then the destination's
 //!   ingress chain; `drop` anywhere is final (a silent drop).
 //! * Each base chain: `ct state established,related accept` first (replies of allowed
-//!   connections), ICMPv6 neighbour discovery accepted, then dispatch through a verdict map
-//!   keyed by the pod: its host interface (`iifname`/`oifname`) in transparent mode, its address
-//!   (`ip saddr`/`ip daddr`) in bridge mode. A pod the map does not know is not ours (remote or
-//!   not a pod): no policy applies. A local pod maps to `drop` (pending: attached, policy not
-//!   programmed yet — fail closed) or `goto <dir>_start` (selected); a pod no policy selects
-//!   for that direction has no entry (open: the base chain's policy accepts, which is what an
-//!   `accept` entry would do, with one element less per pod to program).
+//!   connections), ICMPv6 neighbour discovery accepted, then dispatch keyed by the pod: its
+//!   host interface (`iifname`/`oifname`) in transparent mode, its address (`ip saddr`/`ip
+//!   daddr`) in bridge mode. First a verdict map `<dir>_dispatch` holding only terminal
+//!   verdicts: a pending pod (attached, policy not programmed yet) maps to `drop` (fail
+//!   closed). Then ONE rule `<key> @<dir>_selected goto <dir>_start` for the pods some
+//!   policy selects for that direction (a hash lookup in a plain set, whatever the number of
+//!   pods). A pod in neither is open in that direction, or not ours (remote, not a pod):
+//!   the base chain's policy accepts.
+//! * Why not `pod : goto <dir>_start` map elements: adding a `goto`/`jump` element makes
+//!   the kernel re-validate the whole table at commit, walking every verdict-map element
+//!   (milliseconds at 10k pods); plain set elements and `drop` elements cost nothing extra.
+//!   So a pod change only ever adds or deletes plain set elements and `drop` map elements.
+//!   A pending pod stays in `<dir>_selected` when policy selects it (the map's `drop` comes
+//!   first), so becoming ready is one delete. The kernel commits a batch atomically; the
+//!   engine's batches still add pending drops and members before the `selected` gates and
+//!   delete the gates first (`live.rs`).
 //! * `<dir>_start` drops `ct state invalid` and walks the tiers in order. A tier's chain jumps,
 //!   for each policy in order, to the policy's chain when the pod is in the policy's subject
 //!   set; then, for a tier whose default is `Deny`, drops pods of any of its subjects; then
 //!   `goto`es the next tier. Tiers whose policies are all namespaced (NetworkPolicy) are split
-//!   per namespace behind one more verdict map (pod → its namespace's chain), so a packet only
-//!   walks its own namespace's policies.
+//!   per namespace: the tier chain holds one rule per namespace with policies in the tier,
+//!   `<key> @nsm_<ns> goto <namespace's tier chain>` (`nsm*` sets: the namespace's local
+//!   pods, shared by tiers and directions), so a packet only walks its own namespace's
+//!   policies and the rule count follows namespaces, not pods.
 //! * A policy chain holds its rules in order: `accept` (Allow), `drop` (Deny), `goto` the next
 //!   tier (Pass; `accept` after the last tier), `log` without a verdict (Log).
 //! * Every selector, ipBlock, node selector and named port is a named set shared by all rules
-//!   that use it; pods only change set and map elements, never rules.
+//!   that use it; pods only change set elements (and `drop` map elements), never rules.
 //!
 //! # Bridge mode
 //! The kernel here has no `nf_conntrack_bridge` (`ct state` in a `bridge` table fails with
@@ -433,39 +444,39 @@ impl<'a> Compiler<'a> {
     fn direction(&mut self, d: Direction) -> Result<(), CompileError> {
         let t = tag(d);
         let start = format!("{t}_start");
-        // Dispatch map entries.
+        // Dispatch: a verdict map with terminal verdicts only (pending pods drop) and a
+        // plain set of the pods selected for this direction, matched by one rule that
+        // `goto`es the start chain. A pod change then never adds a `goto`/`jump` map element
+        // (which would make the kernel re-validate every verdict-map element of the table at
+        // commit).
         let keys = self.key_fields(d);
         let sel_ids = self.selected_ids(d);
-        let selected: Vec<bool> = self
-            .local
-            .iter()
-            .map(|ep| sel_ids.contains(&ep.id()))
-            .collect();
-        for (fam, field) in &keys {
+        for (fam, _) in &keys {
             let name = Self::vmap_name(&format!("{t}_dispatch"), *fam);
             let mut m = Set::verdict_map(&name, &[Self::key_type(*fam)]);
-            for (ep, sel) in self.local.iter().zip(&selected) {
-                let v = if self.att.pending.contains(&ep.id()) {
-                    Verdict::Drop
-                } else if *sel {
-                    Verdict::Goto(start.clone())
-                } else {
-                    // Open for this direction: no entry (falling off the base chain, policy
-                    // accept, is what an `accept` entry would do; fewer elements to program).
-                    continue;
-                };
-                for k in self.keys_of(ep, *fam) {
-                    m.elements.insert(k, Some(v.clone()));
+            let sname = Self::vmap_name(&format!("{t}_selected"), *fam);
+            let mut s = Set::new(&sname, &[Self::key_type(*fam)]);
+            for ep in &self.local {
+                let id = ep.id();
+                if self.att.pending.contains(&id) {
+                    for k in self.keys_of(ep, *fam) {
+                        m.elements.insert(k, Some(Verdict::Drop));
+                    }
+                }
+                // Open for this direction: in neither (falling off the base chain, policy
+                // accept).
+                if sel_ids.contains(&id) {
+                    for k in self.keys_of(ep, *fam) {
+                        s.elements.insert(k, None);
+                    }
                 }
             }
             self.sets.insert(name.clone(), m);
-            let def = SetDef::Dispatch {
-                dir: d,
-                fam: *fam,
-                start: start.clone(),
-            };
-            self.defs.insert(name.clone(), def);
-            let _ = field;
+            self.defs
+                .insert(name, SetDef::Pending { dir: d, fam: *fam });
+            self.sets.insert(sname.clone(), s);
+            self.defs
+                .insert(sname, SetDef::Selected { dir: d, fam: *fam });
         }
         // Base chains.
         let hooks: Vec<(Hook, &str)> = match d {
@@ -501,17 +512,26 @@ impl<'a> Compiler<'a> {
                 ])
                 .with_comment("neighbour discovery"),
             );
+            // Per key family: pending pods drop first, then selected pods go to policy.
             for (fam, field) in &keys {
                 let mut exprs = Vec::new();
                 if let Some(f) = fam {
                     exprs.push(f.nfproto());
                 }
+                let mut selected = exprs.clone();
                 exprs.push(Expr::vmap(
                     &[*field],
                     &Self::vmap_name(&format!("{t}_dispatch"), *fam),
                 ));
                 ch.rules
-                    .push(Rule::new(exprs).with_comment("dispatch to the pod's policy"));
+                    .push(Rule::new(exprs).with_comment("pending pods drop (fail closed)"));
+                selected.push(Expr::in_set(
+                    &[*field],
+                    &Self::vmap_name(&format!("{t}_selected"), *fam),
+                ));
+                selected.push(Expr::verdict(Verdict::Goto(start.clone())));
+                ch.rules
+                    .push(Rule::new(selected).with_comment("selected pods: to their policy"));
             }
             self.add_chain(ch);
         }
@@ -550,7 +570,9 @@ impl<'a> Compiler<'a> {
                 self.add_chain(ch);
                 continue;
             }
-            // Per namespace, behind a verdict map.
+            // Per namespace: one rule per namespace with policies in the tier, matching the
+            // namespace's local pods (a plain set) and `goto`ing its chain. The rule count
+            // follows namespaces, never pods; a packet walks its own namespace's policies.
             let mut by_ns: BTreeMap<&str, Vec<&Policy>> = BTreeMap::new();
             for p in &pols {
                 if let NamespaceMatch::Named(ns) = &p.subject.namespaces {
@@ -565,31 +587,19 @@ impl<'a> Compiler<'a> {
                 self.add_chain(ch);
                 ns_chain_of.insert(ns, name);
             }
-            for (fam, field) in &keys {
-                let mname = Self::vmap_name(&format!("{t}_t{k}_ns"), *fam);
-                let mut m = Set::verdict_map(&mname, &[Self::key_type(*fam)]);
-                for ep in &self.local {
-                    if let Some(ch) = ns_chain_of.get(ep.namespace.as_str()) {
-                        for key in self.keys_of(ep, *fam) {
-                            m.elements.insert(key, Some(Verdict::Goto(ch.clone())));
-                        }
+            for (ns, chain) in &ns_chain_of {
+                for (fam, field) in &keys {
+                    let members = self.ns_members_set(ns, *fam);
+                    let mut exprs = Vec::new();
+                    if let Some(f) = fam {
+                        exprs.push(f.nfproto());
                     }
+                    exprs.push(Expr::in_set(&[*field], &members));
+                    exprs.push(Expr::verdict(Verdict::Goto(chain.clone())));
+                    entry_chain
+                        .rules
+                        .push(Rule::new(exprs).with_comment("to the pod's namespace"));
                 }
-                self.sets.insert(mname.clone(), m);
-                let chains = ns_chain_of.iter().map(|(n, c)| (n.to_string(), c.clone()));
-                let def = SetDef::NsDispatch {
-                    fam: *fam,
-                    chains: chains.collect(),
-                };
-                self.defs.insert(mname.clone(), def);
-                let mut exprs = Vec::new();
-                if let Some(f) = fam {
-                    exprs.push(f.nfproto());
-                }
-                exprs.push(Expr::vmap(&[*field], &mname));
-                entry_chain
-                    .rules
-                    .push(Rule::new(exprs).with_comment("to the pod's namespace"));
             }
             entry_chain.rules.push(Rule::new(vec![Expr::verdict(next)]));
             self.add_chain(entry_chain);
@@ -804,6 +814,29 @@ impl<'a> Compiler<'a> {
             let def = SetDef::Selector {
                 sel: sel.clone(),
                 fam: f,
+            };
+            self.defs.insert(name.clone(), def);
+        }
+        name
+    }
+
+    /// The set of a namespace's local pods, keyed like the dispatch (`None`: host interface
+    /// names; else addresses of one family), shared by every namespaced tier and both
+    /// directions.
+    fn ns_members_set(&mut self, ns: &str, fam: Option<Fam>) -> String {
+        let digit = fam.map_or("", Fam::digit);
+        let name = format!("nsm{digit}_{}_{}", sanitize(ns, 32), &short_hash(ns)[..6]);
+        if !self.sets.contains_key(&name) {
+            let mut s = Set::new(&name, &[Self::key_type(fam)]);
+            for ep in self.local.iter().filter(|e| e.namespace == ns) {
+                for k in self.keys_of(ep, fam) {
+                    s.elements.insert(k, None);
+                }
+            }
+            self.sets.insert(name.clone(), s);
+            let def = SetDef::NsMembers {
+                ns: ns.to_string(),
+                fam,
             };
             self.defs.insert(name.clone(), def);
         }

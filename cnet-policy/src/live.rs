@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::compile::{Attachments, CompileError, CompileOptions};
 use crate::endpoint::{EndpointId, Inventory};
-use crate::membership::{Item, SetId, Structure};
+use crate::membership::{Gate, Item, SetId, Structure};
 use crate::model::Labels;
 use crate::nft::{Change, ChangeList, Element, Ruleset, Verdict};
 
@@ -238,9 +238,12 @@ impl Live {
         }
     }
 
-    /// The element changes since the last call: deletes first, then adds (a map entry whose
-    /// verdict changed is deleted and re-added), so the batch never hits EEXIST or ENOENT
-    /// when the kernel holds the state of the last call.
+    /// The element changes since the last call, ordered so that every prefix of the batch
+    /// fails closed (the kernel commits a batch atomically; this is defence in depth): a
+    /// replaced map entry's delete first (so the batch never hits EEXIST or ENOENT when the
+    /// kernel holds the state of the last call), then new pending `drop`s, deleted `selected`
+    /// gates, other deletes, other adds (the sets a selected pod's rules match), new
+    /// `selected` gates, and last the deleted pending `drop`s.
     pub(crate) fn take_changes(&mut self) -> ChangeList {
         let touched = std::mem::take(&mut self.touched);
         let table = self.structure.table.clone();
@@ -248,8 +251,18 @@ impl Live {
             return ChangeList::default();
         };
         type Entries = Vec<(Element, Option<Verdict>)>;
-        let mut dels: BTreeMap<SetId, Entries> = BTreeMap::new();
-        let mut adds: BTreeMap<SetId, Entries> = BTreeMap::new();
+        let phase = |set: SetId, add: bool| -> u8 {
+            match (self.structure.gate(set), add) {
+                (Gate::Pending, true) => 1,
+                (Gate::Selected, false) => 2,
+                (Gate::Member, false) => 3,
+                (Gate::Member, true) => 4,
+                (Gate::Selected, true) => 5,
+                (Gate::Pending, false) => 6,
+            }
+        };
+        // (phase, set, add) → elements.
+        let mut groups: BTreeMap<(u8, SetId, bool), Entries> = BTreeMap::new();
         for ((set, e), before) in touched {
             let Some(s) = t.sets.get(&self.structure.set_names[set as usize]) else {
                 continue;
@@ -259,33 +272,38 @@ impl Live {
                 continue;
             }
             if before.is_some() {
-                dels.entry(set).or_default().push((e.clone(), None));
+                let p = if now.is_some() { 0 } else { phase(set, false) };
+                groups
+                    .entry((p, set, false))
+                    .or_default()
+                    .push((e.clone(), None));
             }
             if let Some(v) = now {
-                adds.entry(set).or_default().push((e, v));
+                groups
+                    .entry((phase(set, true), set, true))
+                    .or_default()
+                    .push((e, v));
             }
         }
         let mut cl = ChangeList::default();
-        for (list, add) in [(dels, false), (adds, true)] {
-            for (set, elements) in list {
-                let Some(s) = t.sets.get(&self.structure.set_names[set as usize]) else {
-                    continue;
-                };
-                let (table, decl) = (table.clone(), s.decl.clone());
-                cl.changes.push(if add {
-                    Change::AddElements {
-                        table,
-                        decl,
-                        elements,
-                    }
-                } else {
-                    Change::DeleteElements {
-                        table,
-                        decl,
-                        elements,
-                    }
-                });
-            }
+        for ((_, set, add), elements) in groups {
+            let Some(s) = t.sets.get(&self.structure.set_names[set as usize]) else {
+                continue;
+            };
+            let (table, decl) = (table.clone(), s.decl.clone());
+            cl.changes.push(if add {
+                Change::AddElements {
+                    table,
+                    decl,
+                    elements,
+                }
+            } else {
+                Change::DeleteElements {
+                    table,
+                    decl,
+                    elements,
+                }
+            });
         }
         cl
     }

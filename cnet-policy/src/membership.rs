@@ -45,22 +45,28 @@ pub(crate) enum SetDef {
         /// Address family.
         fam: Fam,
     },
-    /// Dispatch map of a direction: local endpoint key → drop (pending) or goto `start`
-    /// (selected for the direction); no entry when open.
-    Dispatch {
+    /// Dispatch map of a direction: local pending endpoint key → `drop` (fail closed). Only
+    /// terminal verdicts, so a pod change never adds a `goto`/`jump` element.
+    Pending {
         /// Direction.
         dir: Direction,
         /// Key family (`None`: interface name).
         fam: Option<Fam>,
-        /// The direction's start chain.
-        start: String,
     },
-    /// Per-namespace tier map: local endpoint key → its namespace's chain.
-    NsDispatch {
+    /// Keys of the local endpoints some policy selects for a direction (pending or not):
+    /// the base chain's one `goto <dir>_start` rule matches this set.
+    Selected {
+        /// Direction.
+        dir: Direction,
         /// Key family (`None`: interface name).
         fam: Option<Fam>,
-        /// Namespace → chain.
-        chains: BTreeMap<String, String>,
+    },
+    /// Keys of a namespace's local endpoints (a namespaced tier's per-namespace rule).
+    NsMembers {
+        /// The namespace.
+        ns: String,
+        /// Key family (`None`: interface name).
+        fam: Option<Fam>,
     },
 }
 
@@ -69,6 +75,17 @@ pub(crate) type SetId = u32;
 
 /// One element an endpoint contributes: set, key, verdict (maps).
 pub(crate) type Item = (SetId, Element, Option<Verdict>);
+
+/// The part a set plays in dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// A pending map (`drop`): adding an element closes, deleting opens.
+    Pending,
+    /// A selected set: adding an element sends the pod to its rules.
+    Selected,
+    /// Any other set (membership the rules match on).
+    Member,
+}
 
 /// What a selector feeds.
 #[derive(Debug, Clone)]
@@ -96,8 +113,12 @@ pub(crate) struct Structure {
     pub(crate) set_names: Vec<String>,
     index: SelectorIndex<Vec<Target>>,
     named_ports: HashMap<String, Vec<(SetId, Fam)>>,
-    dispatch: Vec<(SetId, Direction, Option<Fam>, String)>,
-    ns_dispatch: Vec<(SetId, Option<Fam>, BTreeMap<String, String>)>,
+    /// Pending maps: (set, key family).
+    pending: Vec<(SetId, Option<Fam>)>,
+    /// Selected sets: (set, direction, key family).
+    selected: Vec<(SetId, Direction, Option<Fam>)>,
+    /// Namespace → its member sets (set, key family).
+    ns_members: HashMap<String, Vec<(SetId, Option<Fam>)>>,
 }
 
 fn addrs_of(ep: &Endpoint, f: Fam) -> impl Iterator<Item = &std::net::IpAddr> {
@@ -141,8 +162,9 @@ impl Structure {
             .collect();
         let mut by_sel: BTreeMap<EndpointSelector, Vec<Target>> = BTreeMap::new();
         let mut named_ports: HashMap<String, Vec<(SetId, Fam)>> = HashMap::new();
-        let mut dispatch = Vec::new();
-        let mut ns_dispatch = Vec::new();
+        let mut pending = Vec::new();
+        let mut selected = Vec::new();
+        let mut ns_members: HashMap<String, Vec<(SetId, Option<Fam>)>> = HashMap::new();
         for (name, def) in defs {
             let Some(&name) = ids.get(name.as_str()) else {
                 continue;
@@ -161,8 +183,11 @@ impl Structure {
                 SetDef::NamedPort { port, fam } => {
                     named_ports.entry(port).or_default().push((name, fam));
                 }
-                SetDef::Dispatch { dir, fam, start } => dispatch.push((name, dir, fam, start)),
-                SetDef::NsDispatch { fam, chains } => ns_dispatch.push((name, fam, chains)),
+                SetDef::Pending { fam, .. } => pending.push((name, fam)),
+                SetDef::Selected { dir, fam } => selected.push((name, dir, fam)),
+                SetDef::NsMembers { ns, fam } => {
+                    ns_members.entry(ns).or_default().push((name, fam))
+                }
             }
         }
         // Which endpoints a direction's dispatch sends to policy: those some policy with
@@ -192,9 +217,21 @@ impl Structure {
             set_names,
             index,
             named_ports,
-            dispatch,
-            ns_dispatch,
+            pending,
+            selected,
+            ns_members,
         }))
+    }
+
+    /// The part a set plays in dispatch (the order of a batch's element changes).
+    pub(crate) fn gate(&self, set: SetId) -> Gate {
+        if self.pending.iter().any(|(s, _)| *s == set) {
+            Gate::Pending
+        } else if self.selected.iter().any(|(s, _, _)| *s == set) {
+            Gate::Selected
+        } else {
+            Gate::Member
+        }
     }
 
     /// The elements one endpoint contributes, sorted by (set, key), each once, given its
@@ -274,24 +311,23 @@ impl Structure {
                         .collect(),
                 }
             };
-            for (set, d, fam, start) in &self.dispatch {
-                let v = if pending {
-                    Verdict::Drop
-                } else if selected[dir_index(*d)] {
-                    Verdict::Goto(start.clone())
-                } else {
-                    // Open: no entry (as the compiler).
-                    continue;
-                };
-                for k in keys(*fam) {
-                    out.push((*set, k, Some(v.clone())));
+            if pending {
+                for (set, fam) in &self.pending {
+                    for k in keys(*fam) {
+                        out.push((*set, k, Some(Verdict::Drop)));
+                    }
                 }
             }
-            for (set, fam, chains) in &self.ns_dispatch {
-                if let Some(ch) = chains.get(&ep.namespace) {
+            for (set, d, fam) in &self.selected {
+                if selected[dir_index(*d)] {
                     for k in keys(*fam) {
-                        out.push((*set, k, Some(Verdict::Goto(ch.clone()))));
+                        out.push((*set, k, None));
                     }
+                }
+            }
+            for (set, fam) in self.ns_members.get(&ep.namespace).into_iter().flatten() {
+                for k in keys(*fam) {
+                    out.push((*set, k, None));
                 }
             }
         }

@@ -153,21 +153,33 @@ fn dispatch_is_a_verdict_map_and_selectors_are_shared_sets() {
         );
     }
     assert!(t.sets["eg_dispatch"].decl.verdict_map);
-    // Only pods a policy selects for the direction have an entry (goto its start chain);
-    // open pods fall off the base chain, whose policy accepts.
-    assert_eq!(t.sets["eg_dispatch"].elements.len(), 3, "the 3 api pods");
+    // The dispatch maps hold only pending pods (`drop`); none is pending here. Pods a policy
+    // selects for the direction are in the direction's plain `selected` set, matched by one
+    // `goto <dir>_start` rule; open pods are in neither and fall off the base chain, whose
+    // policy accepts.
+    for m in ["eg_dispatch", "ing_dispatch"] {
+        assert!(t.sets[m].elements.is_empty(), "{m}");
+    }
+    for s in ["eg_selected", "ing_selected"] {
+        assert!(!t.sets[s].decl.verdict_map, "{s}");
+    }
+    assert_eq!(t.sets["eg_selected"].elements.len(), 3, "the 3 api pods");
     assert_eq!(
-        t.sets["ing_dispatch"].elements.len(),
+        t.sets["ing_selected"].elements.len(),
         6,
         "the db and api pods"
     );
-    for m in ["eg_dispatch", "ing_dispatch"] {
-        assert!(
-            t.sets[m].elements.values().all(
-                |v| matches!(v, Some(cnet_policy::nft::Verdict::Goto(c)) if c.ends_with("_start"))
-            ),
-            "{m}"
-        );
+    for (base, dir) in [("eg_fwd", "eg"), ("eg_input", "eg"), ("ing_fwd", "ing")] {
+        let to_start = t.chains[base]
+            .rules
+            .iter()
+            .filter(|r| {
+                r.exprs.iter().any(|e| {
+                    matches!(e, Expr::Verdict(cnet_policy::nft::Verdict::Goto(c)) if *c == format!("{dir}_start"))
+                })
+            })
+            .count();
+        assert_eq!(to_start, 1, "{base}: one rule to the start chain");
     }
     // `app: api` in prod is a subject of two policies and a peer of two rules: one set per
     // family (sel4/sel6) and one subject ifname set.
