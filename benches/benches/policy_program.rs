@@ -9,7 +9,9 @@
 //! `sendmsg`; on a loaded machine CPU time is the better estimate of an idle one); one-pod add
 //! and remove through the [`Engine`](cnet_policy::engine::Engine) (update + `sync()`: an
 //! element-only batch; median of 60 each), with the engine's own part of the add; rules and
-//! set elements; peak RSS (`VmHWM`); the load average at start and end. The per-pair baseline
+//! set elements, and how many carry a chain verdict (`goto`/`jump`), in the table and in one
+//! pod add (adding such an element makes the kernel re-validate every verdict-map element at
+//! commit); peak RSS (`VmHWM`); the load average at start and end. The per-pair baseline
 //! is loaded while its rule count stays under a cap (it grows with pods x peers); above it
 //! the computed rule count is printed.
 //!
@@ -23,6 +25,8 @@ use std::time::Instant;
 use cnet_benches::workload::Workload;
 use cnet_benches::{Profile, measuring, median, profile};
 use cnet_policy::compile::{CompileOptions, Mode, compile};
+use cnet_policy::engine::{Engine, EngineError};
+use cnet_policy::nft::{Change, Verdict, diff};
 use cnet_testsupport::NetNs;
 
 /// Above this the per-pair baseline is not loaded (its restore input alone would be
@@ -121,6 +125,33 @@ fn kernel_rule_lines(listing: &str) -> usize {
         .count()
 }
 
+fn chain_verdict(v: &Option<Verdict>) -> bool {
+    matches!(v, Some(Verdict::Goto(_) | Verdict::Jump(_)))
+}
+
+/// One pod add's element adds (the diff of the engine's desired state; the pod is removed
+/// again, nothing is programmed): (elements, elements with a chain verdict).
+fn probe(engine: &mut Engine, w: &Workload) -> Result<(usize, usize), EngineError> {
+    let before = engine.desired()?;
+    let ep = Workload::endpoint(&w.extra_pod());
+    let id = ep.id();
+    engine.upsert_endpoint(ep, Some("cnetprobe".to_string()));
+    let cl = diff(&before, &engine.desired()?);
+    engine.remove_endpoint(&id);
+    engine.prepare()?;
+    let elements: Vec<_> = cl
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AddElements { elements, .. } => Some(elements),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let chain = elements.iter().filter(|(_, v)| chain_verdict(v)).count();
+    Ok((elements.len(), chain))
+}
+
 fn med(v: &mut [f64]) -> f64 {
     median(v).unwrap_or(f64::NAN)
 }
@@ -195,6 +226,17 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
             }
         }
     }
+    // CPU-independent evidence: what one pod add changes (the diff of the engine's desired
+    // state), and how many map elements carry a chain verdict (`goto`/`jump`: adding one
+    // makes the kernel re-validate every verdict-map element of the table at commit).
+    let (batch, batch_chain) = probe(&mut engine, &w).map_err(|e| fail("probe", &e)).ok()?;
+    let table_chain = rs
+        .tables
+        .values()
+        .flat_map(|t| t.sets.values())
+        .flat_map(|s| s.elements.values())
+        .filter(|v| chain_verdict(v))
+        .count();
     // One-pod add/remove through the engine (update + sync: an element-only batch), in the
     // thread that opened the programmer (the namespace's thread).
     let ns = NetNs::new("ppu");
@@ -248,7 +290,8 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
          wall / {:.1} ms CPU (engine build {:.1} + batch {:.1}); pod add {:.3} ms wall / \
          {:.3} ms CPU (engine part {:.3} ms), pod remove {:.3} ms wall / {:.3} ms CPU \
          (medians of {updates} each, syncs {kinds:?}); {rules} rules ({kernel_rules} in the \
-         kernel listing), {elements} elements; VmHWM {} MiB",
+         kernel listing), {elements} elements ({table_chain} with goto/jump); a pod add \
+         adds {batch} elements ({batch_chain} with goto/jump); VmHWM {} MiB",
         row.compile,
         row.full,
         row.full_cpu,
