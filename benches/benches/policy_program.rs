@@ -5,8 +5,9 @@
 //! Per scale (pods x policies, 1k/10k x 100/1k): `compile()` (the whole compiler, the reference
 //! the engine's state must equal: checked each run); full program of a fresh engine into a
 //! fresh namespace, split into the engine's build (structure + every pod's membership) and the
-//! atomic batch, wall and thread CPU time (user + system: the kernel's commit runs in our
-//! `sendmsg`; on a loaded machine CPU time is the better estimate of an idle one); one-pod add
+//! atomic batch, wall and process CPU time (user + system of every thread: the kernel's
+//! commit runs in our `sendmsg`, the programmer's model copy on a helper thread; on a loaded
+//! machine CPU time is the better estimate of an idle one); one-pod add
 //! and remove through the [`Engine`](cnet_policy::engine::Engine) (update + `sync()`: an
 //! element-only batch; median of 60 each), with the engine's own part of the add; rules and
 //! set elements, and how many carry a chain verdict (`goto`/`jump`), in the table and in one
@@ -58,6 +59,21 @@ fn thread_cpu_ms() -> f64 {
     };
     // SAFETY: clock_gettime writes one timespec to a valid pointer.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
+
+/// CPU time of the whole process (every thread: the programmer copies its model and frees
+/// batch messages on helper threads while the kernel commits), in milliseconds.
+fn process_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     if rc != 0 {
         return f64::NAN;
     }
@@ -170,7 +186,13 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
     // The whole compiler (the reference the engine's incremental state must equal).
     let mut compile_ms = Vec::new();
     let mut rs = None;
-    for _ in 0..reps {
+    // CNET_POLICY_COMPILE_REPS (default: reps) narrows a profile to the program part.
+    let compile_reps = std::env::var("CNET_POLICY_COMPILE_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(reps)
+        .max(1);
+    for _ in 0..compile_reps {
         let t = Instant::now();
         let r = compile(
             &set,
@@ -190,6 +212,9 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
         .values()
         .next()
         .map_or((0, 0), |t| (t.rule_count(), t.element_count()));
+    if std::env::var_os("CNET_POLICY_IR_STATS").is_some() {
+        ir_stats(&rs);
+    }
     // Full program of a fresh engine into a fresh namespace: the engine's build (structure
     // + every pod's membership) and the atomic batch.
     let (mut build_ms, mut program_ms, mut full_ms) = (Vec::new(), Vec::new(), Vec::new());
@@ -198,7 +223,7 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
         let ns = NetNs::new("ppf");
         let mut e = w.engine(&ifname).map_err(|e| fail("engine", &e)).ok()?;
         let r = ns.in_netns(|| {
-            let c = thread_cpu_ms();
+            let c = process_cpu_ms();
             let t = Instant::now();
             e.prepare()?;
             let b = ms(t);
@@ -206,7 +231,7 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
             e.sync()?;
             let p = ms(t2);
             let f = ms(t);
-            let cpu = thread_cpu_ms() - c;
+            let cpu = process_cpu_ms() - c;
             Ok::<_, cnet_policy::engine::EngineError>((b, p, f, cpu, e.desired()? == rs))
         });
         match r {
@@ -287,7 +312,7 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
     };
     println!(
         "{pods:>6} pods x {policies:>5} policies: compile() {:.1} ms; full program {:.1} ms \
-         wall / {:.1} ms CPU (engine build {:.1} + batch {:.1}); pod add {:.3} ms wall / \
+         wall / {:.1} ms process CPU (engine build {:.1} + batch {:.1}); pod add {:.3} ms wall / \
          {:.3} ms CPU (engine part {:.3} ms), pod remove {:.3} ms wall / {:.3} ms CPU \
          (medians of {updates} each, syncs {kinds:?}); {rules} rules ({kernel_rules} in the \
          kernel listing), {elements} elements ({table_chain} with goto/jump); a pod add \
@@ -338,6 +363,72 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
         );
     }
     Some(row)
+}
+
+/// Shape of the IR (sets by kind and size), for profiling the kernel's share.
+fn ir_stats(rs: &cnet_policy::nft::Ruleset) {
+    for t in rs.tables.values() {
+        let mut kinds: std::collections::BTreeMap<String, (usize, usize, usize)> =
+            std::collections::BTreeMap::new();
+        for s in t.sets.values() {
+            let d = &s.decl;
+            let k = format!(
+                "{:?}{}{}{}",
+                d.key,
+                if d.interval { " interval" } else { "" },
+                if d.verdict_map { " vmap" } else { "" },
+                if d.constant { " constant" } else { "" }
+            );
+            let e = kinds.entry(k).or_default();
+            e.0 += 1;
+            e.1 += s.elements.len();
+            e.2 = e.2.max(s.elements.len());
+        }
+        println!(
+            "        table {}: {} chains, {} rules, {} sets",
+            t.name,
+            t.chains.len(),
+            t.rule_count(),
+            t.sets.len()
+        );
+        for (k, (n, el, max)) in kinds {
+            println!("          {n} sets {k}: {el} elements (largest {max})");
+        }
+        // Lookups by set (the kernel finds a set by walking the table's list of sets).
+        let mut refs: std::collections::BTreeMap<&str, usize> =
+            t.sets.keys().map(|k| (k.as_str(), 0)).collect();
+        for c in t.chains.values() {
+            for r in &c.rules {
+                for e in &r.exprs {
+                    use cnet_policy::nft::{Expr, MatchOp};
+                    let name = match e {
+                        Expr::Match {
+                            op: MatchOp::InSet(s) | MatchOp::NotInSet(s),
+                            ..
+                        }
+                        | Expr::Vmap { map: s, .. } => s.as_str(),
+                        _ => continue,
+                    };
+                    *refs.entry(name).or_default() += 1;
+                }
+            }
+        }
+        let walk =
+            |order: &[usize]| -> usize { order.iter().enumerate().map(|(i, n)| (i + 1) * n).sum() };
+        let by_name: Vec<usize> = refs.values().copied().collect();
+        let mut by_refs = by_name.clone();
+        by_refs.sort_unstable_by(|a, b| b.cmp(a));
+        let names: usize = t.sets.keys().map(|k| k.len()).sum();
+        println!(
+            "          lookups {}; set-list steps by name order {}, by reference count {}; \
+             mean set name {} bytes; max refs {}",
+            by_name.iter().sum::<usize>(),
+            walk(&by_name),
+            walk(&by_refs),
+            names / t.sets.len().max(1),
+            by_refs.first().copied().unwrap_or(0)
+        );
+    }
 }
 
 /// Scales from `CNET_POLICY_SCALES` (`10000x1000,1000x100`), else the issue's four.

@@ -38,7 +38,7 @@ use nftnl::{Batch, MsgType};
 
 use super::NftError;
 use super::diff::{Change, ChangeList, diff};
-use super::ir::{Chain, Rule, Ruleset, SetDecl, TableId};
+use super::ir::{Chain, Expr, MatchOp, Rule, Ruleset, Set, SetDecl, Table, TableId};
 use super::sys::socket::{self, NlSocket, RecvBuf};
 use super::sys::{self, Msg, Parsed, family_number};
 use super::validate::validate;
@@ -267,19 +267,36 @@ impl Programmer {
         }
         let gen_before = self.expected_gen;
         self.owned.extend(desired.tables.keys().cloned());
-        let sent = self.send_batch(&msgs);
-        drop(msgs);
-        if let Err(e) = sent {
-            self.forget();
-            return Err(e);
-        }
-        self.programmed = Some(desired.clone());
-        self.owned = desired.tables.keys().cloned().collect();
-        self.after_commit(desired, None, gen_before)?;
-        Ok(SyncReport {
-            kind: SyncKind::Full,
-            changes: n,
-            drift,
+        // The model of what is programmed is a copy of `desired`, made on a helper thread
+        // while the kernel commits the batch (the commit runs inside our `sendmsg`); the
+        // batch's messages are freed on another while the snapshot is read back. Without
+        // threads (spawn failure) both happen inline.
+        std::thread::scope(|s| {
+            let copy = std::thread::Builder::new()
+                .name("nft-model".into())
+                .spawn_scoped(s, || desired.clone())
+                .ok();
+            let sent = self.send_batch(&msgs);
+            let objs: Vec<Msg> = msgs.into_iter().map(|(m, _)| m).collect();
+            // On spawn failure the closure, and with it the messages, are dropped here.
+            let _ = std::thread::Builder::new()
+                .name("nft-free".into())
+                .spawn_scoped(s, move || drop(objs));
+            if let Err(e) = sent {
+                self.forget();
+                return Err(e);
+            }
+            let model = copy
+                .and_then(|h| h.join().ok())
+                .unwrap_or_else(|| desired.clone());
+            self.programmed = Some(model);
+            self.owned = desired.tables.keys().cloned().collect();
+            self.after_commit(desired, None, gen_before)?;
+            Ok(SyncReport {
+                kind: SyncKind::Full,
+                changes: n,
+                drift,
+            })
         })
     }
 
@@ -844,6 +861,44 @@ impl std::fmt::Display for Desc<'_> {
     }
 }
 
+/// The sets of `t` in the order to create them: most looked-up first. The kernel finds the
+/// set of every `lookup` expression and of every element message by walking the table's
+/// list of sets in creation order, comparing names; putting the sets that rules and element
+/// messages name most often at the front halves that walk for large tables. The order has no
+/// other effect (each set is created before any rule or element message names it).
+fn lookup_order(t: &Table) -> Vec<&Set> {
+    let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in t.chains.values() {
+        for r in &c.rules {
+            for e in &r.exprs {
+                match e {
+                    Expr::Match {
+                        op: MatchOp::InSet(s) | MatchOp::NotInSet(s),
+                        ..
+                    }
+                    | Expr::Vmap { map: s, .. } => *uses.entry(s.as_str()).or_default() += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut order: Vec<(usize, &Set)> = t
+        .sets
+        .values()
+        .map(|s| {
+            // Element messages look the set up too (about one per 2,000 elements).
+            let msgs = s.elements.len().div_ceil(2_000);
+            (
+                uses.get(s.decl.name.as_str()).copied().unwrap_or(0) + msgs,
+                s,
+            )
+        })
+        .collect();
+    // Stable: equal counts keep name order.
+    order.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    order.into_iter().map(|(_, s)| s).collect()
+}
+
 /// The batch of `ChangeList::delete_tables(stale)` followed by
 /// `ChangeList::replace_all(desired)`, built from `desired` without copying it, and the
 /// number of changes those lists would hold.
@@ -870,8 +925,9 @@ fn full_msgs<'a>(
         }
     }
     let mut set_id = 1u32;
-    for (id, t) in &desired.tables {
-        for s in t.sets.values() {
+    let orders: Vec<Vec<&Set>> = desired.tables.values().map(lookup_order).collect();
+    for ((id, _), order) in desired.tables.iter().zip(&orders) {
+        for s in order {
             msgs.push((
                 sys::set(id, &s.decl, true, set_id),
                 Desc::AddSet(id, &s.decl),
@@ -880,8 +936,8 @@ fn full_msgs<'a>(
             n += 1;
         }
     }
-    for (id, t) in &desired.tables {
-        for s in t.sets.values().filter(|s| !s.elements.is_empty()) {
+    for ((id, _), order) in desired.tables.iter().zip(&orders) {
+        for s in order.iter().filter(|s| !s.elements.is_empty()) {
             let d = Desc::AddElements(id, &s.decl, s.elements.len());
             msgs.extend(
                 sys::elems(id, &s.decl, s.elements.iter(), true)

@@ -404,32 +404,60 @@ unsafe fn set_key_byteorder(p: *mut sys::nftnl_set, k: KeyType) {
     }
 }
 
+/// Append the bytes the kernel compares for `v` (what [`Value::bytes`] returns, without
+/// allocating).
+fn value_into(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::V4(a) => out.extend_from_slice(&a.octets()),
+        Value::V6(a) => out.extend_from_slice(&a.octets()),
+        Value::Port(p) | Value::EtherType(p) => out.extend_from_slice(&p.to_be_bytes()),
+        Value::Proto(p) | Value::Nfproto(p) | Value::Icmpv6Type(p) => out.push(*p),
+        Value::Ifname(n) => {
+            let at = out.len();
+            out.extend_from_slice(n.as_bytes());
+            out.resize(at + 16, 0);
+        }
+    }
+}
+
+/// Append the key bytes of one side (start or end) of an element: concatenations padded per
+/// field.
+fn key_into(out: &mut Vec<u8>, e: &Element, key: &[KeyType], end: bool) {
+    for (p, k) in e.0.iter().zip(key) {
+        let at = out.len();
+        value_into(out, if end { p.end() } else { p.start() });
+        if key.len() > 1 {
+            out.resize(at + padded_len(*k), 0);
+        }
+    }
+}
+
 /// Key bytes of one side (start or end) of an element: concatenations padded per field.
+#[cfg(test)]
 fn key_bytes(e: &Element, key: &[KeyType], end: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    for (p, k) in e.0.iter().zip(key) {
-        let v = if end { p.end() } else { p.start() };
-        let mut b = v.bytes();
-        if key.len() > 1 {
-            b.resize(padded_len(*k), 0);
-        }
-        out.extend(b);
-    }
+    key_into(&mut out, e, key, end);
     out
 }
 
-/// Big-endian `+1`; `None` on overflow (the range runs to the top of the type).
-fn successor(b: &[u8]) -> Option<Vec<u8>> {
-    let mut v = b.to_vec();
+/// Big-endian `+1` in place; `false` on overflow (the range runs to the top of the type).
+fn increment(v: &mut [u8]) -> bool {
     for byte in v.iter_mut().rev() {
         if *byte == 0xff {
             *byte = 0;
         } else {
             *byte += 1;
-            return Some(v);
+            return true;
         }
     }
-    None
+    false
+}
+
+/// Big-endian `+1`; `None` on overflow (the range runs to the top of the type).
+#[cfg(test)]
+fn successor(b: &[u8]) -> Option<Vec<u8>> {
+    let mut v = b.to_vec();
+    increment(&mut v).then_some(v)
 }
 
 fn verdict_code(v: &Verdict) -> (i32, Option<&str>) {
@@ -444,8 +472,11 @@ fn verdict_code(v: &Verdict) -> (i32, Option<&str>) {
 }
 
 /// Raw kernel elements of one IR element: (key, key_end, interval-end flag, verdict).
+#[cfg(test)]
 type RawElem<'a> = (Vec<u8>, Option<Vec<u8>>, bool, Option<&'a Verdict>);
 
+/// The raw kernel elements [`encode_entry`] writes for one IR element.
+#[cfg(test)]
 fn raw_elems<'a>(d: &SetDecl, e: &Element, v: Option<&'a Verdict>) -> Vec<RawElem<'a>> {
     let start = key_bytes(e, &d.key, false);
     if !d.interval {
@@ -455,8 +486,6 @@ fn raw_elems<'a>(d: &SetDecl, e: &Element, v: Option<&'a Verdict>) -> Vec<RawEle
     if concat_interval(d) {
         return vec![(start, Some(end), false, v)];
     }
-    // One-field interval (rbtree): a start element and an interval-end element at end + 1,
-    // omitted when the range reaches the top of the type (as nft does).
     let mut out = vec![(start, None, false, v)];
     if let Some(after) = successor(&end) {
         out.push((after, None, true, None));
@@ -522,10 +551,15 @@ fn attr_key(buf: &mut Vec<u8>, ty: u16, key: &[u8]) {
 
 /// Encode one raw element as an `NFTA_LIST_ELEM` nest (what libnftnl's
 /// `nftnl_set_elem_nlmsg_build_payload` writes for these fields).
-fn encode_elem(buf: &mut Vec<u8>, raw: &RawElem<'_>) {
-    let (key, key_end, interval_end, verdict) = raw;
+fn encode_raw(
+    buf: &mut Vec<u8>,
+    key: &[u8],
+    key_end: Option<&[u8]>,
+    interval_end: bool,
+    verdict: Option<&Verdict>,
+) {
     let el = attr_start(buf, NLA_F_NESTED | NFTA_LIST_ELEM);
-    if *interval_end {
+    if interval_end {
         attr_bytes(
             buf,
             NFTA_SET_ELEM_FLAGS,
@@ -548,6 +582,36 @@ fn encode_elem(buf: &mut Vec<u8>, raw: &RawElem<'_>) {
         attr_end(buf, data);
     }
     attr_end(buf, el);
+}
+
+/// Encode the kernel elements of one IR element (`scratch` is reused for the key bytes):
+/// one element for plain sets; start and `KEY_END` for concatenated intervals (pipapo); for
+/// one-field intervals (rbtree) a start element and an interval-end element at end + 1,
+/// omitted when the range reaches the top of the type (as nft does).
+fn encode_entry(
+    buf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    d: &SetDecl,
+    e: &Element,
+    v: Option<&Verdict>,
+) {
+    scratch.clear();
+    key_into(scratch, e, &d.key, false);
+    if !d.interval {
+        encode_raw(buf, scratch, None, false, v);
+        return;
+    }
+    let split = scratch.len();
+    key_into(scratch, e, &d.key, true);
+    let (start, end) = scratch.split_at_mut(split);
+    if concat_interval(d) {
+        encode_raw(buf, start, Some(end), false, v);
+        return;
+    }
+    encode_raw(buf, start, None, false, v);
+    if increment(end) {
+        encode_raw(buf, end, None, true, None);
+    }
 }
 
 /// `add element` (create semantics: EXCL) or `delete element`, split into messages that
@@ -586,19 +650,24 @@ pub fn elems<'a>(
     let mut msgs = Vec::new();
     let mut cur = start_msg();
     let mut count = 0usize;
+    let mut scratch = Vec::with_capacity(128);
     for (e, v) in entries {
-        for raw in raw_elems(d, e, if add { v.as_ref() } else { None }) {
-            let before = cur.0.len();
-            encode_elem(&mut cur.0, &raw);
-            if count > 0 && cur.0.len() > ELEM_MSG_BUDGET {
-                // Move the element that overflowed into a fresh message.
-                let tail = cur.0.split_off(before);
-                msgs.push(finish(std::mem::replace(&mut cur, start_msg())));
-                cur.0.extend_from_slice(&tail);
-                count = 0;
-            }
-            count += 1;
+        let before = cur.0.len();
+        encode_entry(
+            &mut cur.0,
+            &mut scratch,
+            d,
+            e,
+            if add { v.as_ref() } else { None },
+        );
+        if count > 0 && cur.0.len() > ELEM_MSG_BUDGET {
+            // Move the element(s) that overflowed into a fresh message.
+            let tail = cur.0.split_off(before);
+            msgs.push(finish(std::mem::replace(&mut cur, start_msg())));
+            cur.0.extend_from_slice(&tail);
+            count = 0;
         }
+        count += 1;
     }
     if count > 0 {
         msgs.push(finish(cur));
@@ -963,57 +1032,51 @@ pub fn parse(msg: &[u8]) -> Option<Parsed> {
                 sys::nftnl_table_free(o);
                 ok.then_some(p)
             }
-            t if t == libc::NFT_MSG_NEWCHAIN => {
-                let o = sys::nftnl_chain_alloc();
-                if o.is_null() {
-                    std::process::abort()
-                }
-                let ok = sys::nftnl_chain_nlmsg_parse(nlh, o) >= 0;
-                let p = Parsed::Obj {
-                    kind: "chain",
-                    family: sys::nftnl_chain_get_u32(o, sys::NFTNL_CHAIN_FAMILY as u16),
-                    table: owned(sys::nftnl_chain_get_str(o, sys::NFTNL_CHAIN_TABLE as u16)),
-                    name: owned(sys::nftnl_chain_get_str(o, sys::NFTNL_CHAIN_NAME as u16)),
-                    handle: sys::nftnl_chain_get_u64(o, sys::NFTNL_CHAIN_HANDLE as u16),
-                };
-                sys::nftnl_chain_free(o);
-                ok.then_some(p)
-            }
-            t if t == libc::NFT_MSG_NEWRULE => {
-                let o = sys::nftnl_rule_alloc();
-                if o.is_null() {
-                    std::process::abort()
-                }
-                let ok = sys::nftnl_rule_nlmsg_parse(nlh, o) >= 0;
-                let p = Parsed::Obj {
-                    kind: "rule",
-                    family: sys::nftnl_rule_get_u32(o, sys::NFTNL_RULE_FAMILY as u16),
-                    table: owned(sys::nftnl_rule_get_str(o, sys::NFTNL_RULE_TABLE as u16)),
-                    name: owned(sys::nftnl_rule_get_str(o, sys::NFTNL_RULE_CHAIN as u16)),
-                    handle: sys::nftnl_rule_get_u64(o, sys::NFTNL_RULE_HANDLE as u16),
-                };
-                sys::nftnl_rule_free(o);
-                ok.then_some(p)
-            }
-            t if t == libc::NFT_MSG_NEWSET => {
-                let o = sys::nftnl_set_alloc();
-                if o.is_null() {
-                    std::process::abort()
-                }
-                let ok = sys::nftnl_set_nlmsg_parse(nlh, o) >= 0;
-                let p = Parsed::Obj {
-                    kind: "set",
-                    family: sys::nftnl_set_get_u32(o, sys::NFTNL_SET_FAMILY as u16),
-                    table: owned(sys::nftnl_set_get_str(o, sys::NFTNL_SET_TABLE as u16)),
-                    name: owned(sys::nftnl_set_get_str(o, sys::NFTNL_SET_NAME as u16)),
-                    handle: sys::nftnl_set_get_u64(o, sys::NFTNL_SET_HANDLE as u16),
-                };
-                sys::nftnl_set_free(o);
-                ok.then_some(p)
-            }
+            t if t == libc::NFT_MSG_NEWCHAIN => parse_obj(msg, "chain", 1, 3, 2),
+            t if t == libc::NFT_MSG_NEWRULE => parse_obj(msg, "rule", 1, 2, 3),
+            t if t == libc::NFT_MSG_NEWSET => parse_obj(msg, "set", 1, 2, 16),
             _ => None,
         }
     }
+}
+
+/// Parse the identity of a chain, set or rule message from its top-level attributes only
+/// (table and name strings, the big-endian u64 handle): a rule's expressions are skipped,
+/// which makes reading back thousands of rules cheap. `None` when an attribute is missing or
+/// the message is malformed.
+fn parse_obj(msg: &[u8], kind: &'static str, table: u16, name: u16, handle: u16) -> Option<Parsed> {
+    const NLMSG_HDR: usize = 16;
+    const NFGENMSG: usize = 4;
+    let family = u32::from(*msg.get(NLMSG_HDR)?);
+    let (mut t, mut n, mut h) = (None, None, None);
+    let mut rest = msg.get(NLMSG_HDR + NFGENMSG..)?;
+    while rest.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let ty = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        let data = &rest[4..len];
+        let text = || {
+            let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+            String::from_utf8_lossy(&data[..end]).into_owned()
+        };
+        if ty == table {
+            t = Some(text());
+        } else if ty == name {
+            n = Some(text());
+        } else if ty == handle {
+            h = Some(u64::from_be_bytes(data.get(..8)?.try_into().ok()?));
+        }
+        rest = rest.get(padded_len_bytes(len)..).unwrap_or(&[]);
+    }
+    Some(Parsed::Obj {
+        kind,
+        family,
+        table: t?,
+        name: n?,
+        handle: h?,
+    })
 }
 
 /// How many elements the kernel holds for this IR set (one-field interval sets store a start
@@ -1191,5 +1254,76 @@ mod tests {
         assert_eq!((raws[1].0.clone(), raws[1].2), (vec![0, 91], true));
         let top = Element(vec![Part::Range(Value::Port(65000), Value::Port(65535))]);
         assert_eq!(raw_elems(&d, &top, None).len(), 1);
+    }
+
+    /// The allocation-free key writer agrees with `Value::bytes`, and an entry encodes to
+    /// exactly the raw elements `raw_elems` describes.
+    #[test]
+    fn direct_encoding_matches_value_bytes_and_raw_elements() {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        for v in [
+            Value::V4(Ipv4Addr::new(10, 1, 2, 3)),
+            Value::V6(Ipv6Addr::LOCALHOST),
+            Value::Port(8080),
+            Value::Proto(17),
+            Value::Ifname("veth0".into()),
+            Value::Ifname("a-very-long-interface-name".into()),
+            Value::Nfproto(10),
+            Value::EtherType(0x86dd),
+            Value::Icmpv6Type(135),
+        ] {
+            let mut out = vec![7u8];
+            value_into(&mut out, &v);
+            assert_eq!(&out[1..], &v.bytes()[..], "{v:?}");
+        }
+        let decl = |key: Vec<KeyType>, interval: bool, verdict_map: bool| SetDecl {
+            name: "s".into(),
+            key,
+            interval,
+            constant: false,
+            verdict_map,
+        };
+        let cases = [
+            (
+                decl(vec![KeyType::Ifname], false, true),
+                Element(vec![Part::Single(Value::Ifname("cnet0001".into()))]),
+                Some(Verdict::Goto("pod-in".into())),
+            ),
+            (
+                decl(vec![KeyType::Ipv4Addr], true, false),
+                Element(vec![Part::Range(
+                    Value::V4(Ipv4Addr::new(10, 0, 0, 0)),
+                    Value::V4(Ipv4Addr::new(10, 0, 0, 255)),
+                )]),
+                None,
+            ),
+            (
+                decl(vec![KeyType::InetService], true, false),
+                Element(vec![Part::Range(Value::Port(65000), Value::Port(65535))]),
+                None,
+            ),
+            (
+                decl(
+                    vec![KeyType::Ipv4Addr, KeyType::InetProto, KeyType::InetService],
+                    true,
+                    false,
+                ),
+                Element(vec![
+                    Part::Single(Value::V4(Ipv4Addr::new(10, 0, 0, 1))),
+                    Part::Single(Value::Proto(6)),
+                    Part::Range(Value::Port(80), Value::Port(90)),
+                ]),
+                None,
+            ),
+        ];
+        for (d, e, v) in &cases {
+            let (mut direct, mut scratch) = (Vec::new(), Vec::new());
+            encode_entry(&mut direct, &mut scratch, d, e, v.as_ref());
+            let mut via_raw = Vec::new();
+            for (k, ke, end, vd) in raw_elems(d, e, v.as_ref()) {
+                encode_raw(&mut via_raw, &k, ke.as_deref(), end, vd);
+            }
+            assert_eq!(direct, via_raw, "{e:?}");
+        }
     }
 }
