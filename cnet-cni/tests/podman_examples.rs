@@ -254,8 +254,13 @@ impl Cri {
 
     fn assert_clean(&self) {
         assert_eq!(podman_lab::settled_snapshot(&self.node), self.baseline);
-        let st: Value = serde_json::from_slice(
-            &std::fs::read(self.dir.path().join("state/cnet/state.json")).unwrap(),
+        let st: Value = serde_json::to_value(
+            cnet_cni::cnet::state::NodeState::new(
+                self.dir.path().join("state/cnet"),
+                std::time::Duration::from_secs(10),
+            )
+            .read()
+            .unwrap(),
         )
         .unwrap();
         assert!(st["endpoints"].as_array().unwrap().is_empty(), "{st}");

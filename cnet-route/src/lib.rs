@@ -86,6 +86,7 @@
 pub mod check;
 mod error;
 mod mode;
+mod netconf;
 pub mod netns;
 mod nl;
 pub mod plan;

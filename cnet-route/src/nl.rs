@@ -140,28 +140,40 @@ impl Nl {
 
     /// Set a link up.
     pub(crate) async fn set_up(&self, name: &str, index: u32) -> Result<(), Error> {
-        self.h
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(|e| self.iface(name, "set up", e))
+        self.set_up_with(name, index, None, &[]).await
     }
 
-    /// Set a link up and give it an alias, in one request (an alias given at creation is
-    /// ignored by the kernel).
-    pub(crate) async fn set_up_with_alias(
+    /// Set a link up, with an alias (an alias given at creation is ignored by the kernel)
+    /// and IPv4 interface settings `(IPV4_DEVCONF_*, value)` (see [`crate::netconf`]), in
+    /// one request.
+    pub(crate) async fn set_up_with(
         &self,
         name: &str,
         index: u32,
-        alias: &str,
+        alias: Option<&str>,
+        inet_conf: &[(u16, u32)],
     ) -> Result<(), Error> {
+        let mut b = LinkUnspec::new_with_index(index).up();
+        if let Some(a) = alias {
+            b = b.alias(a);
+        }
+        let mut msg = b.build();
+        if !inet_conf.is_empty() {
+            msg.attributes
+                .push(crate::netconf::inet_conf_attribute(inet_conf));
+        }
+        let op = match (alias.is_some(), inet_conf.is_empty()) {
+            (false, true) => "set up",
+            (true, true) => "set up and alias",
+            (false, false) => "set up with IPv4 settings",
+            (true, false) => "set up, alias and IPv4 settings",
+        };
         self.h
             .link()
-            .set(LinkUnspec::new_with_index(index).up().alias(alias).build())
+            .set(msg)
             .execute()
             .await
-            .map_err(|e| self.iface(name, "set up and alias", e))
+            .map_err(|e| self.iface(name, op, e))
     }
 
     /// All links (for listing attachments).

@@ -33,13 +33,29 @@ fn socket(side: Side) -> Result<std::os::fd::OwnedFd, Error> {
     route_socket().map_err(|source| Error::Setup { side, source })
 }
 
+/// Interface sysctls split into IPv4 settings netlink can carry (`(IPV4_DEVCONF_*, value)`)
+/// and the rest.
+fn split_inet_conf<'a>(
+    sysctls: impl Iterator<Item = &'a SysctlPlan>,
+) -> (Vec<(u16, u32)>, Vec<&'a SysctlPlan>) {
+    let mut conf = Vec::new();
+    let mut rest = Vec::new();
+    for s in sysctls {
+        match crate::netconf::inet_devconf(s) {
+            Some(c) => conf.push(c),
+            None => rest.push(s),
+        }
+    }
+    (conf, rest)
+}
+
 /// On a thread of ours inside `home`: write sysctls inside `ns`, then come back.
-fn sysctls_in(ns: &Netns, home: &Netns, sysctls: &[SysctlPlan]) -> Result<(), Error> {
+fn sysctls_in(ns: &Netns, home: &Netns, sysctls: &[&SysctlPlan]) -> Result<(), Error> {
     if sysctls.is_empty() {
         return Ok(());
     }
     ns.enter()?;
-    let written = sysctls.iter().try_for_each(write_sysctl);
+    let written = sysctls.iter().try_for_each(|s| write_sysctl(s));
     home.enter()?;
     written
 }
@@ -73,11 +89,18 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
     spec: &EndpointSpec,
 ) -> Result<Attachment, Error> {
     // Everything that can be checked without the kernel is checked before touching it.
-    mode.plan(spec, spec.mtu.unwrap_or(FALLBACK_MTU))?;
+    let checked = mode.plan(spec, spec.mtu.unwrap_or(FALLBACK_MTU))?;
     let ns = node.netns();
     ns.run(|| {
         let pod_ns = Netns::open(&spec.netns)?;
         let node_fd = socket(Side::Node)?;
+        // Namespace-wide forwarding as netlink reports it (no /proc/sys walk; see netconf).
+        let forwarding: Vec<(u8, bool)> = checked
+            .sysctls
+            .iter()
+            .filter_map(crate::netconf::forwarding_family)
+            .filter_map(|f| Some((f, crate::netconf::forwarding(node_fd.as_fd(), f)?)))
+            .collect();
         let pod_fd = pod_socket(ns, &pod_ns)?;
         let rt = runtime(Side::Node)?;
         rt.block_on(async {
@@ -89,12 +112,11 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
             };
             let plan = mode.plan(spec, mtu)?;
             attach_plan(
-                &node_nl,
-                &pod_nl,
-                ns,
-                &pod_ns,
+                (&node_nl, &pod_nl),
+                (ns, &pod_ns),
                 plan,
                 (&spec.container_id, &spec.ifname),
+                &forwarding,
             )
             .await
         })
@@ -174,17 +196,28 @@ async fn ensure_bridge(node: &Nl, b: &BridgePlan) -> Result<u32, Error> {
     Ok(link.index)
 }
 
+/// A node-wide sysctl: nothing to do when netlink already reported the wanted forwarding
+/// value (`forwarding`: per family), otherwise [`write_sysctl`].
+fn ensure_node_sysctl(s: &SysctlPlan, forwarding: &[(u8, bool)]) -> Result<(), Error> {
+    let reported = crate::netconf::forwarding_family(s)
+        .and_then(|f| forwarding.iter().find(|(g, _)| *g == f))
+        .map(|(_, on)| if *on { "1" } else { "0" });
+    if reported == Some(s.value.trim()) {
+        return Ok(());
+    }
+    write_sysctl(s)
+}
+
 async fn attach_plan(
-    node: &Nl,
-    pod: &Nl,
-    node_ns: &Netns,
-    pod_ns: &Netns,
+    (node, pod): (&Nl, &Nl),
+    (node_ns, pod_ns): (&Netns, &Netns),
     plan: EndpointPlan,
     owner: (&str, &str),
+    forwarding: &[(u8, bool)],
 ) -> Result<Attachment, Error> {
     // Node-wide settings and the shared bridge are infrastructure: not undone on failure.
     for s in plan.sysctls.iter().filter(|s| s.interface.is_none()) {
-        write_sysctl(s)?;
+        ensure_node_sysctl(s, forwarding)?;
     }
     let master = match &plan.bridge {
         Some(b) => Some(ensure_bridge(node, b).await?),
@@ -276,14 +309,20 @@ async fn configure(
     // answer is awaited. The kernel handles one socket's messages in order, so a route is
     // still added after the link is up and the scope-link route before the route through
     // it; any error fails the attach (which deletes the pair).
+    // IPv4 interface settings travel in the request that sets the link up (the kernel
+    // stores them as a sysctl write would; see netconf); others are sysctl writes.
+    let (host_conf, host_sysctls) =
+        split_inet_conf(plan.sysctls.iter().filter(|s| s.interface.is_some()));
+    let (pod_conf, pod_sysctls) = split_inet_conf(plan.pod_sysctls.iter());
     let node_side = async {
-        for s in plan.sysctls.iter().filter(|s| s.interface.is_some()) {
+        for s in &host_sysctls {
             write_sysctl(s)?;
         }
-        let mut reqs: Vec<Req<'_>> = vec![Box::pin(node.set_up_with_alias(
+        let mut reqs: Vec<Req<'_>> = vec![Box::pin(node.set_up_with(
             &v.host,
             host_index,
-            &v.host_alias,
+            Some(&v.host_alias),
+            &host_conf,
         ))];
         for r in plan.routes_on(Side::Node) {
             reqs.push(Box::pin(node.add_route(r, host_index)));
@@ -296,8 +335,10 @@ async fn configure(
     let pod_side = async {
         // No await between entering the pod netns and coming back: the node-side future
         // cannot run on this thread meanwhile.
-        sysctls_in(pod_ns, node_ns, &plan.pod_sysctls)?;
-        let mut reqs: Vec<Req<'_>> = vec![Box::pin(pod.set_up(&v.pod, pod_index))];
+        sysctls_in(pod_ns, node_ns, &pod_sysctls)?;
+        let mut reqs: Vec<Req<'_>> = vec![Box::pin(
+            pod.set_up_with(&v.pod, pod_index, None, &pod_conf),
+        )];
         for a in plan.addresses.iter().filter(|a| a.side == Side::Pod) {
             reqs.push(Box::pin(
                 pod.add_address(&a.ifname, pod_index, a.address, a.nodad, false),

@@ -89,8 +89,21 @@ fn is_node_name(n: &str) -> bool {
 }
 
 /// The machine's host name, lowercased, when it is a valid node name; empty otherwise.
+/// From uname(2): a `/proc/sys` path walk costs far more on a node with many namespaces.
 fn machine_node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    // SAFETY: uname(2) fills a zeroed struct we own.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    let bytes: Vec<u8> = u
+        .nodename
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8(bytes)
         .map(|h| h.trim().to_ascii_lowercase())
         .ok()
         .filter(|h| is_node_name(h))

@@ -7,6 +7,17 @@
 //!   `state.json`, so a `kill -9` at any instant leaves the old or the new document, never a
 //!   torn one (the page cache survives a killed process); stray temporary files are removed
 //!   under the lock. The directory is not `fsync`ed.
+//! - **Journal**: a volatile commit that changes only endpoint records (and the network's
+//!   mode, table and node name) appends one JSON line to `<dir>/state.journal` instead of
+//!   rewriting the document: `{"generation": N, ..., "upsert": [records], "remove": [[id,
+//!   ifname]]}`. Readers apply the lines whose generations follow the document's (N = its
+//!   generation + 1, + 2, ...) and stop at the first that does not (a torn line left by a
+//!   `kill -9`, zero-filled blocks after a power loss, or lines of an older document). The
+//!   writer overwrites anything after the last good line. After [`COMPACT_AFTER`] lines, or
+//!   for any other change, the whole document is written again (temp file and rename) and the
+//!   journal emptied. Why: replacing a file by rename costs ~0.2–0.5 ms on ext4 (it starts
+//!   writeback of the new file, `auto_da_alloc`), an append a few microseconds, and ADD
+//!   commits twice.
 //! - **Durable and volatile commits**: [`StateGuard::commit`] also `fsync`s the document and
 //!   hard-links it as `state.durable.json` (no second write); [`StateGuard::commit_volatile`]
 //!   does not `fsync`. Every plugin commit (ADD's *pending* and *ready* records, DEL, GC) is
@@ -39,6 +50,10 @@ pub const STATE_FILE: &str = "state.json";
 pub const LOCK_FILE: &str = "lock";
 /// The last durably committed document (a hard link to a `state.json` that was `fsync`ed).
 pub const DURABLE_FILE: &str = "state.durable.json";
+/// Endpoint changes committed after the document (one JSON line per volatile commit).
+pub const JOURNAL_FILE: &str = "state.journal";
+/// Journal lines after which a commit rewrites the whole document instead.
+pub const COMPACT_AFTER: usize = 64;
 const TMP_PREFIX: &str = "state.json.tmp.";
 
 /// Plugin-specific error code: the node state document does not decode.
@@ -296,6 +311,121 @@ impl StateData {
     }
 }
 
+/// One journal line: what a volatile commit changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JournalRecord {
+    /// The document's generation after this commit.
+    generation: u64,
+    mode: String,
+    table: String,
+    #[serde(default)]
+    node: String,
+    /// Records inserted or replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    upsert: Vec<EndpointRecord>,
+    /// Records removed, as `(container_id, ifname)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    remove: Vec<(String, String)>,
+}
+
+impl JournalRecord {
+    /// What changed from `base` to `now`, if only endpoint records and the network's mode,
+    /// table and node name did (`None`: the whole document must be written).
+    fn between(base: &StateData, now: &StateData) -> Option<JournalRecord> {
+        if base.policies != now.policies
+            || base.pod_labels != now.pod_labels
+            || base.namespaces != now.namespaces
+        {
+            return None;
+        }
+        let mut upsert = Vec::new();
+        let mut remove = Vec::new();
+        let key = |e: &EndpointRecord| (e.container_id.clone(), e.ifname.clone());
+        let (mut i, mut j) = (0, 0);
+        let (a, b) = (&base.endpoints, &now.endpoints);
+        while i < a.len() || j < b.len() {
+            let order = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) => {
+                    (&x.container_id, &x.ifname).cmp(&(&y.container_id, &y.ifname))
+                }
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    remove.push(key(&a[i]));
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    upsert.push(b[j].clone());
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    if a[i] != b[j] {
+                        upsert.push(b[j].clone());
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        Some(JournalRecord {
+            generation: now.generation,
+            mode: now.mode.clone(),
+            table: now.table.clone(),
+            node: now.node.clone(),
+            upsert,
+            remove,
+        })
+    }
+
+    fn apply(self, data: &mut StateData) {
+        data.generation = self.generation;
+        data.mode = self.mode;
+        data.table = self.table;
+        data.node = self.node;
+        for (cid, ifname) in &self.remove {
+            data.remove_endpoint(cid, ifname);
+        }
+        for r in self.upsert {
+            data.upsert_endpoint(r);
+        }
+    }
+}
+
+/// Where the journal's good lines end, and how many there are.
+#[derive(Debug, Clone, Copy, Default)]
+struct JournalEnd {
+    /// Bytes of the lines applied.
+    good: u64,
+    /// Their number.
+    lines: usize,
+    /// Bytes in the file (more than `good` after a torn or stale tail).
+    file: u64,
+}
+
+/// Apply the journal `bytes` to `data`: every line whose generation follows, until one does
+/// not (or does not decode, or lacks its newline).
+fn replay(data: &mut StateData, bytes: &[u8]) -> JournalEnd {
+    let mut end = JournalEnd {
+        file: bytes.len() as u64,
+        ..JournalEnd::default()
+    };
+    let mut at = 0usize;
+    while let Some(nl) = bytes[at..].iter().position(|b| *b == b'\n') {
+        let line = &bytes[at..at + nl];
+        match serde_json::from_slice::<JournalRecord>(line) {
+            Ok(r) if Some(r.generation) == data.generation.checked_add(1) => r.apply(data),
+            _ => break,
+        }
+        at += nl + 1;
+        end.good = at as u64;
+        end.lines += 1;
+    }
+    end
+}
+
 /// A network's state directory.
 #[derive(Debug, Clone)]
 pub struct NodeState {
@@ -311,6 +441,9 @@ pub struct StateGuard {
     dir: PathBuf,
     /// The document as read under the lock; change it, then [`StateGuard::commit`].
     pub data: StateData,
+    /// The document as last read or committed (what a journal line is relative to).
+    base: StateData,
+    journal: JournalEnd,
 }
 
 fn io_error(op: &str, path: &Path, e: &io::Error) -> CniError {
@@ -368,16 +501,36 @@ impl NodeState {
             pause = (pause * 2).min(Duration::from_millis(10));
         }
         self.remove_stray_temps();
-        let data = self.read()?;
+        let (data, journal) = self.read_with_journal()?;
         Ok(StateGuard {
             lock,
             dir: self.dir.clone(),
+            base: data.clone(),
             data,
+            journal,
         })
     }
 
-    /// Read the document without the lock (a consistent snapshot: writes are atomic renames).
+    /// Read the document without the lock (a consistent snapshot: the document is replaced
+    /// by atomic renames, the journal only grows between them, and it is read first, so a
+    /// rewrite in between leaves its lines unused rather than half-applied).
     pub fn read(&self) -> Result<StateData, CniError> {
+        self.read_with_journal().map(|(data, _)| data)
+    }
+
+    fn read_with_journal(&self) -> Result<(StateData, JournalEnd), CniError> {
+        let jpath = self.dir.join(JOURNAL_FILE);
+        let journal = match fs::read(&jpath) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_error("read", &jpath, &e)),
+        };
+        let mut data = self.read_document()?;
+        let end = replay(&mut data, &journal);
+        Ok((data, end))
+    }
+
+    fn read_document(&self) -> Result<StateData, CniError> {
         let path = self.dir.join(STATE_FILE);
         match fs::read(&path) {
             // A volatile commit that a power loss cut short: the last durable document.
@@ -438,7 +591,58 @@ impl StateGuard {
 
     fn write(&mut self, durable: bool) -> Result<(), CniError> {
         self.data.generation += 1;
-        let bytes = serde_json::to_vec_pretty(&self.data)
+        if !durable && self.journal.lines < COMPACT_AFTER {
+            if let Some(rec) = JournalRecord::between(&self.base, &self.data) {
+                return match self.append(&rec) {
+                    Ok(()) => {
+                        self.base.clone_from(&self.data);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.data.generation -= 1;
+                        Err(io_error("append", &self.dir.join(JOURNAL_FILE), &e))
+                    }
+                };
+            }
+        }
+        self.write_document(durable)?;
+        // The journal's lines are older than the document now: empty it (a reader that
+        // still finds them skips them by generation).
+        if self.journal.file > 0 {
+            let jpath = self.dir.join(JOURNAL_FILE);
+            OpenOptions::new()
+                .write(true)
+                .open(&jpath)
+                .and_then(|f| f.set_len(0))
+                .map_err(|e| io_error("truncate", &jpath, &e))?;
+        }
+        self.journal = JournalEnd::default();
+        self.base.clone_from(&self.data);
+        Ok(())
+    }
+
+    /// Append one line after the journal's good lines (overwriting a torn or stale tail).
+    fn append(&mut self, rec: &JournalRecord) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let mut line = serde_json::to_vec(rec).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.dir.join(JOURNAL_FILE))?;
+        if self.journal.file > self.journal.good {
+            f.set_len(self.journal.good)?;
+        }
+        f.write_all_at(&line, self.journal.good)?;
+        self.journal.good += line.len() as u64;
+        self.journal.file = self.journal.good;
+        self.journal.lines += 1;
+        Ok(())
+    }
+
+    fn write_document(&mut self, durable: bool) -> Result<(), CniError> {
+        let bytes = serde_json::to_vec(&self.data)
             .map_err(|e| CniError::io(format!("node state: encode: {e}")))?;
         let tmp = self.dir.join(format!("{TMP_PREFIX}{}", std::process::id()));
         let path = self.dir.join(STATE_FILE);
@@ -549,9 +753,13 @@ mod tests {
         drop(g);
         assert_eq!(s.read().unwrap().endpoints.len(), 2);
         assert_eq!(s.read().unwrap().generation, 2);
-        // What a power loss can leave of an unsynced rename: empty, or zero-filled blocks.
+        // What a power loss can leave of an unsynced rename or append: empty, or
+        // zero-filled blocks.
         for torn in [&b""[..], &[0u8; 64][..], &b"{\"generation\": 2, \0\0\0"[..]] {
+            // A new inode (the durable document is a hard link to the old one).
+            let _ = std::fs::remove_file(d.path().join(STATE_FILE));
             std::fs::write(d.path().join(STATE_FILE), torn).unwrap();
+            std::fs::write(d.path().join(JOURNAL_FILE), torn).unwrap();
             let data = s.read().unwrap();
             assert_eq!(data.generation, 1);
             assert_eq!(data.endpoints.len(), 1);
@@ -563,6 +771,86 @@ mod tests {
         std::fs::write(e.path().join(STATE_FILE), b"").unwrap();
         let s = NodeState::new(e.path(), Duration::from_secs(1));
         assert_eq!(s.read().unwrap(), StateData::default());
+    }
+
+    #[test]
+    fn volatile_endpoint_commits_append_to_the_journal() {
+        let d = tempfile::tempdir().unwrap();
+        let s = NodeState::new(d.path(), Duration::from_secs(1));
+        let mut g = s.lock().unwrap();
+        g.data.upsert_endpoint(rec("a"));
+        g.commit().unwrap();
+        let document = std::fs::read(d.path().join(STATE_FILE)).unwrap();
+        g.data.upsert_endpoint(rec("b"));
+        g.commit_volatile().unwrap();
+        g.data.endpoint_mut("b", "eth0").unwrap().phase = Phase::Ready;
+        g.data.mode = "bridge".into();
+        g.commit_volatile().unwrap();
+        g.data.remove_endpoint("a", "eth0");
+        g.commit_volatile().unwrap();
+        // The document is untouched; the journal holds three lines.
+        assert_eq!(std::fs::read(d.path().join(STATE_FILE)).unwrap(), document);
+        let journal = std::fs::read(d.path().join(JOURNAL_FILE)).unwrap();
+        assert_eq!(journal.iter().filter(|b| **b == b'\n').count(), 3);
+        let want = g.data.clone();
+        drop(g);
+        assert_eq!(s.read().unwrap(), want);
+        assert_eq!(want.generation, 4);
+        // A torn last line (a killed append) is ignored, then overwritten.
+        std::fs::write(d.path().join(JOURNAL_FILE), &journal[..journal.len() - 5]).unwrap();
+        let mut g = s.lock().unwrap();
+        assert_eq!(g.data.generation, 3);
+        assert!(g.data.endpoint("a", "eth0").is_some());
+        g.data.remove_endpoint("a", "eth0");
+        g.commit_volatile().unwrap();
+        drop(g);
+        let back = s.read().unwrap();
+        assert_eq!(back.generation, 4);
+        assert_eq!(back.endpoints.len(), 1);
+        // A policy change rewrites the document and empties the journal; old lines that
+        // survive (an undone truncation) do not follow its generation and are skipped.
+        let mut g = s.lock().unwrap();
+        g.data.upsert_policy(StoredPolicy {
+            kind: "NetworkPolicy".into(),
+            namespace: "ns".into(),
+            name: "p".into(),
+            object: serde_json::json!({}),
+        });
+        g.commit_volatile().unwrap();
+        let want = g.data.clone();
+        drop(g);
+        assert_eq!(
+            std::fs::metadata(d.path().join(JOURNAL_FILE))
+                .unwrap()
+                .len(),
+            0
+        );
+        std::fs::write(d.path().join(JOURNAL_FILE), &journal).unwrap();
+        assert_eq!(s.read().unwrap(), want);
+    }
+
+    #[test]
+    fn journal_is_compacted_into_the_document() {
+        let d = tempfile::tempdir().unwrap();
+        let s = NodeState::new(d.path(), Duration::from_secs(1));
+        let mut g = s.lock().unwrap();
+        for i in 0..COMPACT_AFTER + 3 {
+            g.data.upsert_endpoint(rec(&format!("c{i}")));
+            g.commit_volatile().unwrap();
+        }
+        let want = g.data.clone();
+        drop(g);
+        let lines = std::fs::read(d.path().join(JOURNAL_FILE))
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        assert_eq!(lines, 2);
+        let doc: StateData =
+            serde_json::from_slice(&std::fs::read(d.path().join(STATE_FILE)).unwrap()).unwrap();
+        assert_eq!(doc.endpoints.len(), COMPACT_AFTER + 1);
+        assert_eq!(s.read().unwrap(), want);
+        assert_eq!(s.lock().unwrap().data, want);
     }
 
     #[test]

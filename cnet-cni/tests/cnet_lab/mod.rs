@@ -171,13 +171,14 @@ impl Lab {
         )
     }
 
-    /// The node state document.
+    /// The node state document (with its journal applied).
     pub fn state(&self) -> Value {
-        let p = self.dir.path().join("state/labnet/state.json");
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).unwrap(),
-            Err(_) => json!({"endpoints": []}),
+        let p = self.dir.path().join("state/labnet");
+        if !p.join("state.json").exists() && !p.join("state.journal").exists() {
+            return json!({"endpoints": []});
         }
+        let st = cnet_cni::cnet::state::NodeState::new(p, std::time::Duration::from_secs(10));
+        serde_json::to_value(st.read().unwrap()).unwrap()
     }
 
     /// Number of endpoint records.

@@ -328,15 +328,11 @@ impl PodmanLab {
         self.exec(from, &format!("ping -c 1 -W 3 {to}")).success()
     }
 
-    /// The node state document of the lab network.
+    /// The node state document of the lab network (with its journal applied).
     pub fn state(&self) -> Value {
-        let p = self
-            .dir
-            .path()
-            .join("state")
-            .join(&self.network)
-            .join("state.json");
-        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+        let p = self.dir.path().join("state").join(&self.network);
+        let st = cnet_cni::cnet::state::NodeState::new(p, std::time::Duration::from_secs(10));
+        serde_json::to_value(st.read().unwrap()).unwrap()
     }
 
     /// The network's state directory (for `cnetctl --state-dir`).
