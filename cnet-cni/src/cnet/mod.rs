@@ -299,7 +299,7 @@ impl CnetPlugin {
             .data
             .remove_endpoint(&req.env.container_id, &req.env.ifname);
         let synced = self.sync(conf, &guard.data);
-        guard.commit_volatile()?;
+        guard.commit_endpoint(&req.env.container_id, &req.env.ifname)?;
         released.and(synced)
     }
 
@@ -359,7 +359,7 @@ impl CnetPlugin {
         // Volatile (no fsync): enough for `kill -9` (see `state`); after a power loss the
         // attachment's links are gone and its lease is found by DEL/GC through the owner. The
         // ADD's only fsync is the IPAM's lease.
-        guard.commit_volatile()?;
+        guard.commit_endpoint(cid, ifname)?;
         self.trace.phase("commit-pending");
         match self.attach(req, conf, guard) {
             Ok(r) => Ok(r),
@@ -409,7 +409,7 @@ impl CnetPlugin {
         // Volatile too: a *ready* record describes kernel state (links, routes, nftables)
         // that a power loss erases with it; the lease is durable in the IPAM and found by
         // DEL/GC through the owner. `kill -9` cannot tear it (see `state`).
-        guard.commit_volatile()?;
+        guard.commit_endpoint(cid, ifname)?;
         self.trace.phase("commit-ready");
         let sandbox = req
             .env
@@ -467,7 +467,7 @@ impl CnetPlugin {
             self.trace.phase("policy");
             // Volatile: a power loss that undoes it leaves a record of links that died with
             // the node; DEL again or GC removes it.
-            guard.commit_volatile()?;
+            guard.commit_endpoint(&req.env.container_id, &req.env.ifname)?;
             self.trace.phase("commit");
             synced?;
         }

@@ -7,10 +7,10 @@
 //!   `state.json`, so a `kill -9` at any instant leaves the old or the new document, never a
 //!   torn one (the page cache survives a killed process); stray temporary files are removed
 //!   under the lock. The directory is not `fsync`ed.
-//! - **Journal**: a volatile commit that changes only endpoint records (and the network's
-//!   mode, table and node name) appends one JSON line to `<dir>/state.journal` instead of
-//!   rewriting the document: `{"generation": N, ..., "upsert": [records], "remove": [[id,
-//!   ifname]]}`. Readers apply the lines whose generations follow the document's (N = its
+//! - **Journal**: a commit of one endpoint record ([`StateGuard::commit_endpoint`], with the
+//!   network's mode, table and node name) appends one JSON line to `<dir>/state.journal`
+//!   instead of rewriting the document: `{"generation": N, ..., "upsert": [records],
+//!   "remove": [[id, ifname]]}`. Readers apply the lines whose generations follow the document's (N = its
 //!   generation + 1, + 2, ...) and stop at the first that does not (a torn line left by a
 //!   `kill -9`, zero-filled blocks after a power loss, or lines of an older document). The
 //!   writer overwrites anything after the last good line. After [`COMPACT_AFTER`] lines, or
@@ -330,54 +330,24 @@ struct JournalRecord {
 }
 
 impl JournalRecord {
-    /// What changed from `base` to `now`, if only endpoint records and the network's mode,
-    /// table and node name did (`None`: the whole document must be written).
-    fn between(base: &StateData, now: &StateData) -> Option<JournalRecord> {
-        if base.policies != now.policies
-            || base.pod_labels != now.pod_labels
-            || base.namespaces != now.namespaces
-        {
-            return None;
-        }
-        let mut upsert = Vec::new();
-        let mut remove = Vec::new();
-        let key = |e: &EndpointRecord| (e.container_id.clone(), e.ifname.clone());
-        let (mut i, mut j) = (0, 0);
-        let (a, b) = (&base.endpoints, &now.endpoints);
-        while i < a.len() || j < b.len() {
-            let order = match (a.get(i), b.get(j)) {
-                (Some(x), Some(y)) => {
-                    (&x.container_id, &x.ifname).cmp(&(&y.container_id, &y.ifname))
-                }
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
-            };
-            match order {
-                std::cmp::Ordering::Less => {
-                    remove.push(key(&a[i]));
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    upsert.push(b[j].clone());
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    if a[i] != b[j] {
-                        upsert.push(b[j].clone());
-                    }
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        Some(JournalRecord {
-            generation: now.generation,
-            mode: now.mode.clone(),
-            table: now.table.clone(),
-            node: now.node.clone(),
+    /// The record of one attachment as `data` has it now (an upsert, or a removal when
+    /// `data` has no such record), with the network's mode, table and node name.
+    fn of_endpoint(data: &StateData, container_id: &str, ifname: &str) -> JournalRecord {
+        let (upsert, remove) = match data.endpoint(container_id, ifname) {
+            Some(r) => (vec![r.clone()], Vec::new()),
+            None => (
+                Vec::new(),
+                vec![(container_id.to_string(), ifname.to_string())],
+            ),
+        };
+        JournalRecord {
+            generation: data.generation,
+            mode: data.mode.clone(),
+            table: data.table.clone(),
+            node: data.node.clone(),
             upsert,
             remove,
-        })
+        }
     }
 
     fn apply(self, data: &mut StateData) {
@@ -441,8 +411,6 @@ pub struct StateGuard {
     dir: PathBuf,
     /// The document as read under the lock; change it, then [`StateGuard::commit`].
     pub data: StateData,
-    /// The document as last read or committed (what a journal line is relative to).
-    base: StateData,
     journal: JournalEnd,
 }
 
@@ -505,7 +473,6 @@ impl NodeState {
         Ok(StateGuard {
             lock,
             dir: self.dir.clone(),
-            base: data.clone(),
             data,
             journal,
         })
@@ -589,22 +556,25 @@ impl StateGuard {
         self.write(false)
     }
 
+    /// Commit, volatile like [`StateGuard::commit_volatile`], when the only change since the
+    /// last commit is the record of attachment `(container_id, ifname)` (inserted, changed
+    /// or removed) and the network's mode, table and node name: one journal line (a few
+    /// microseconds), or the whole document after [`COMPACT_AFTER`] lines. Any other change
+    /// must be committed with [`StateGuard::commit_volatile`] or [`StateGuard::commit`].
+    pub fn commit_endpoint(&mut self, container_id: &str, ifname: &str) -> Result<(), CniError> {
+        if self.journal.lines >= COMPACT_AFTER {
+            return self.write(false);
+        }
+        self.data.generation += 1;
+        let rec = JournalRecord::of_endpoint(&self.data, container_id, ifname);
+        self.append(&rec).map_err(|e| {
+            self.data.generation -= 1;
+            io_error("append", &self.dir.join(JOURNAL_FILE), &e)
+        })
+    }
+
     fn write(&mut self, durable: bool) -> Result<(), CniError> {
         self.data.generation += 1;
-        if !durable && self.journal.lines < COMPACT_AFTER {
-            if let Some(rec) = JournalRecord::between(&self.base, &self.data) {
-                return match self.append(&rec) {
-                    Ok(()) => {
-                        self.base.clone_from(&self.data);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        self.data.generation -= 1;
-                        Err(io_error("append", &self.dir.join(JOURNAL_FILE), &e))
-                    }
-                };
-            }
-        }
         self.write_document(durable)?;
         // The journal's lines are older than the document now: empty it (a reader that
         // still finds them skips them by generation).
@@ -617,7 +587,6 @@ impl StateGuard {
                 .map_err(|e| io_error("truncate", &jpath, &e))?;
         }
         self.journal = JournalEnd::default();
-        self.base.clone_from(&self.data);
         Ok(())
     }
 
@@ -749,7 +718,7 @@ mod tests {
         g.data.upsert_endpoint(rec("durable"));
         g.commit().unwrap();
         g.data.upsert_endpoint(rec("volatile"));
-        g.commit_volatile().unwrap();
+        g.commit_endpoint("volatile", "eth0").unwrap();
         drop(g);
         assert_eq!(s.read().unwrap().endpoints.len(), 2);
         assert_eq!(s.read().unwrap().generation, 2);
@@ -782,12 +751,12 @@ mod tests {
         g.commit().unwrap();
         let document = std::fs::read(d.path().join(STATE_FILE)).unwrap();
         g.data.upsert_endpoint(rec("b"));
-        g.commit_volatile().unwrap();
+        g.commit_endpoint("b", "eth0").unwrap();
         g.data.endpoint_mut("b", "eth0").unwrap().phase = Phase::Ready;
         g.data.mode = "bridge".into();
-        g.commit_volatile().unwrap();
+        g.commit_endpoint("b", "eth0").unwrap();
         g.data.remove_endpoint("a", "eth0");
-        g.commit_volatile().unwrap();
+        g.commit_endpoint("a", "eth0").unwrap();
         // The document is untouched; the journal holds three lines.
         assert_eq!(std::fs::read(d.path().join(STATE_FILE)).unwrap(), document);
         let journal = std::fs::read(d.path().join(JOURNAL_FILE)).unwrap();
@@ -802,7 +771,7 @@ mod tests {
         assert_eq!(g.data.generation, 3);
         assert!(g.data.endpoint("a", "eth0").is_some());
         g.data.remove_endpoint("a", "eth0");
-        g.commit_volatile().unwrap();
+        g.commit_endpoint("a", "eth0").unwrap();
         drop(g);
         let back = s.read().unwrap();
         assert_eq!(back.generation, 4);
@@ -836,7 +805,7 @@ mod tests {
         let mut g = s.lock().unwrap();
         for i in 0..COMPACT_AFTER + 3 {
             g.data.upsert_endpoint(rec(&format!("c{i}")));
-            g.commit_volatile().unwrap();
+            g.commit_endpoint(&format!("c{i}"), "eth0").unwrap();
         }
         let want = g.data.clone();
         drop(g);
