@@ -111,6 +111,7 @@ fn restore(ns: &NetNs, text: &str) -> Result<f64, String> {
 struct Row {
     compile: f64,
     build: f64,
+    build_cpu: f64,
     program: f64,
     full: f64,
     full_cpu: f64,
@@ -218,7 +219,7 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
     // Full program of a fresh engine into a fresh namespace: the engine's build (structure
     // + every pod's membership) and the atomic batch.
     let (mut build_ms, mut program_ms, mut full_ms) = (Vec::new(), Vec::new(), Vec::new());
-    let mut full_cpu = Vec::new();
+    let (mut full_cpu, mut build_cpu) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         let ns = NetNs::new("ppf");
         let mut e = w.engine(&ifname).map_err(|e| fail("engine", &e)).ok()?;
@@ -227,20 +228,23 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
             let t = Instant::now();
             e.prepare()?;
             let b = ms(t);
+            let bc = process_cpu_ms() - c;
             let t2 = Instant::now();
             e.sync()?;
             let p = ms(t2);
             let f = ms(t);
             let cpu = process_cpu_ms() - c;
-            Ok::<_, cnet_policy::engine::EngineError>((b, p, f, cpu, e.desired()? == rs))
+            let same = e.desired()? == rs;
+            Ok::<_, cnet_policy::engine::EngineError>((b, bc, p, f, cpu, same))
         });
         match r {
-            Ok((b, p, f, cpu, same)) => {
+            Ok((b, bc, p, f, cpu, same)) => {
                 if !same {
                     println!("{pods} x {policies}: engine state differs from compile()");
                     return None;
                 }
                 build_ms.push(b);
+                build_cpu.push(bc);
                 program_ms.push(p);
                 full_ms.push(f);
                 full_cpu.push(cpu);
@@ -301,6 +305,7 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
     let row = Row {
         compile: med(&mut compile_ms),
         build: med(&mut build_ms),
+        build_cpu: med(&mut build_cpu),
         program: med(&mut program_ms),
         full: med(&mut full_ms),
         full_cpu: med(&mut full_cpu),
@@ -312,7 +317,7 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
     };
     println!(
         "{pods:>6} pods x {policies:>5} policies: compile() {:.1} ms; full program {:.1} ms \
-         wall / {:.1} ms process CPU (engine build {:.1} + batch {:.1}); pod add {:.3} ms wall / \
+         wall / {:.1} ms process CPU (engine build {:.1} wall / {:.1} CPU + batch {:.1}); pod add {:.3} ms wall / \
          {:.3} ms CPU (engine part {:.3} ms), pod remove {:.3} ms wall / {:.3} ms CPU \
          (medians of {updates} each, syncs {kinds:?}); {rules} rules ({kernel_rules} in the \
          kernel listing), {elements} elements ({table_chain} with goto/jump); a pod add \
@@ -321,6 +326,7 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
         row.full,
         row.full_cpu,
         row.build,
+        row.build_cpu,
         row.program,
         row.add,
         row.add_cpu,

@@ -50,7 +50,9 @@ impl Hasher for FxHasher {
         self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply leaves its entropy in the high bits; the table indexes buckets with
+        // the low ones (rustc-hash rotates the same way).
+        self.0.rotate_left(26)
     }
 }
 
@@ -111,9 +113,10 @@ impl Live {
     ) -> Result<Live, CompileError> {
         let nsets = structure.set_names.len();
         let mut ns_labels: HashMap<&str, Labels> = HashMap::new();
-        let mut all: Vec<(Arc<EndpointId>, Vec<Item>)> =
-            Vec::with_capacity(inventory.endpoints.len());
-        let mut per_set = vec![0usize; nsets];
+        // Every contribution, bucketed by set: (element, contributing endpoint's index in id
+        // order, verdict).
+        let mut owners: Vec<&EndpointId> = Vec::new();
+        let mut per_set: Vec<Vec<(Element, u32, Option<Verdict>)>> = vec![Vec::new(); nsets];
         for (id, ep) in &inventory.endpoints {
             let labels = ns_labels
                 .entry(ep.namespace.as_str())
@@ -128,47 +131,55 @@ impl Live {
             if items.is_empty() {
                 continue;
             }
-            for (set, _, _) in &items {
-                if let Some(n) = per_set.get_mut(*set as usize) {
-                    *n += 1;
-                }
-            }
-            all.push((Arc::new(id.clone()), items));
-        }
-        let mut refs: Vec<HashMap<Element, Refs, Fx>> = per_set
-            .iter()
-            .map(|n| HashMap::with_capacity_and_hasher(*n, Fx::default()))
-            .collect();
-        // Endpoints come in id order: pushing keeps each owner list sorted.
-        for (arc, items) in all {
+            let k = owners.len() as u32;
+            owners.push(id);
             for (set, e, v) in items {
-                if let Some(m) = refs.get_mut(set as usize) {
-                    let r = m.entry(e).or_default();
-                    match v {
-                        None => r.plain += 1,
-                        Some(v) => r.owners.push((arc.clone(), v)),
-                    }
+                if let Some(b) = per_set.get_mut(set as usize) {
+                    b.push((e, k, v));
                 }
             }
         }
+        // Per set: sort by element (then endpoint, so each owner list comes out sorted by
+        // id), fold equal elements into their reference counts, and build the set's elements
+        // from the sorted runs (no hash-order walk, one bulk tree build).
         let mut ruleset = structure.ruleset.clone();
-        if let Some(t) = ruleset.tables.get_mut(&structure.table) {
-            for (name, m) in structure.set_names.iter().zip(&refs) {
-                let Some(s) = t.sets.get_mut(name) else {
-                    continue;
+        let mut table = ruleset.tables.get_mut(&structure.table);
+        let mut refs: Vec<HashMap<Element, Refs, Fx>> = Vec::with_capacity(nsets);
+        for (name, mut items) in structure.set_names.iter().zip(per_set) {
+            items.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut m: HashMap<Element, Refs, Fx> =
+                HashMap::with_capacity_and_hasher(items.len(), Fx::default());
+            let mut v: Vec<(Element, Option<Verdict>)> = Vec::with_capacity(items.len());
+            let mut it = items.into_iter().peekable();
+            while let Some((e, k, verdict)) = it.next() {
+                let mut r = Refs::default();
+                let mut add = |k: u32, verdict: Option<Verdict>| match verdict {
+                    None => r.plain += 1,
+                    // Map keys only (few: pending pods' drops): an id copy per owner entry.
+                    Some(vd) => {
+                        if let Some(o) = owners.get(k as usize) {
+                            r.owners.push((Arc::new((*o).clone()), vd));
+                        }
+                    }
                 };
-                let mut v: Vec<(Element, Option<Verdict>)> = m
-                    .iter()
-                    .filter_map(|(e, r)| r.effective().map(|v| (e.clone(), v)))
-                    .collect();
+                add(k, verdict);
+                while let Some((_, k2, v2)) = it.next_if(|n| n.0 == e) {
+                    add(k2, v2);
+                }
+                if let Some(eff) = r.effective() {
+                    v.push((e.clone(), eff));
+                }
+                m.insert(e, r);
+            }
+            if let Some(s) = table.as_mut().and_then(|t| t.sets.get_mut(name)) {
                 if s.elements.is_empty() {
-                    // Bulk build from a sorted list (no per-element tree insert).
-                    v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    // Sorted and unique: a bulk build (no per-element tree insert).
                     s.elements = v.into_iter().collect();
                 } else {
                     s.elements.extend(v);
                 }
             }
+            refs.push(m);
         }
         Ok(Live {
             structure,
