@@ -29,10 +29,12 @@
 //!   for each policy in order, to the policy's chain when the pod is in the policy's subject
 //!   set; then, for a tier whose default is `Deny`, drops pods of any of its subjects; then
 //!   `goto`es the next tier. Tiers whose policies are all namespaced (NetworkPolicy) are split
-//!   per namespace: the tier chain holds one rule per namespace with policies in the tier,
-//!   `<key> @nsm_<ns> goto <namespace's tier chain>` (`nsm*` sets: the namespace's local
-//!   pods, shared by tiers and directions), so a packet only walks its own namespace's
-//!   policies and the rule count follows namespaces, not pods.
+//!   per namespace behind two levels of plain-set lookups: the tier chain holds one rule per
+//!   hash bucket of namespaces (16 buckets), `<key> @nsb_<b> goto <dir>_t<k>_b<b>`, and a
+//!   bucket chain one rule per namespace with policies in the tier, `<key> @nsm_<ns> goto
+//!   <namespace's tier chain>` (`nsb*`/`nsm*` sets: the bucket's or namespace's local pods,
+//!   shared by tiers and directions). A packet walks at most 16 + its bucket's namespaces
+//!   before its own namespace's policies, and the rule count follows namespaces, not pods.
 //! * A policy chain holds its rules in order: `accept` (Allow), `drop` (Deny), `goto` the next
 //!   tier (Pass; `accept` after the last tier), `log` without a verdict (Log).
 //! * Every selector, ipBlock, node selector and named port is a named set shared by all rules
@@ -149,6 +151,14 @@ fn fnv(s: &str) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// Hash buckets of namespaces in a namespaced tier's dispatch.
+pub(crate) const NS_BUCKETS: u64 = 16;
+
+/// The dispatch bucket of a namespace (stable across processes).
+pub(crate) fn ns_bucket(ns: &str) -> u8 {
+    (fnv(ns) % NS_BUCKETS) as u8
 }
 
 fn short_hash(s: &str) -> String {
@@ -587,18 +597,47 @@ impl<'a> Compiler<'a> {
                 self.add_chain(ch);
                 ns_chain_of.insert(ns, name);
             }
+            // Two levels of plain-set lookups: the namespace's hash bucket, then the
+            // namespace (at most NS_BUCKETS + the bucket's namespaces per packet).
+            let mut by_bucket: BTreeMap<u8, Vec<(&str, &String)>> = BTreeMap::new();
             for (ns, chain) in &ns_chain_of {
+                by_bucket
+                    .entry(ns_bucket(ns))
+                    .or_default()
+                    .push((ns, chain));
+            }
+            for (b, list) in by_bucket {
+                let bname = format!("{t}_t{k}_b{b:02x}");
+                let mut bucket_chain = Chain::regular(&bname);
+                for (ns, chain) in list {
+                    for (fam, field) in &keys {
+                        let members = self.ns_members_set(ns, *fam);
+                        let mut exprs = Vec::new();
+                        if let Some(f) = fam {
+                            exprs.push(f.nfproto());
+                        }
+                        exprs.push(Expr::in_set(&[*field], &members));
+                        exprs.push(Expr::verdict(Verdict::Goto(chain.clone())));
+                        bucket_chain
+                            .rules
+                            .push(Rule::new(exprs).with_comment("to the pod's namespace"));
+                    }
+                }
+                bucket_chain
+                    .rules
+                    .push(Rule::new(vec![Expr::verdict(next.clone())]));
+                self.add_chain(bucket_chain);
                 for (fam, field) in &keys {
-                    let members = self.ns_members_set(ns, *fam);
+                    let members = self.ns_bucket_set(b, *fam);
                     let mut exprs = Vec::new();
                     if let Some(f) = fam {
                         exprs.push(f.nfproto());
                     }
                     exprs.push(Expr::in_set(&[*field], &members));
-                    exprs.push(Expr::verdict(Verdict::Goto(chain.clone())));
+                    exprs.push(Expr::verdict(Verdict::Goto(bname.clone())));
                     entry_chain
                         .rules
-                        .push(Rule::new(exprs).with_comment("to the pod's namespace"));
+                        .push(Rule::new(exprs).with_comment("to the namespace's bucket"));
                 }
             }
             entry_chain.rules.push(Rule::new(vec![Expr::verdict(next)]));
@@ -839,6 +878,26 @@ impl<'a> Compiler<'a> {
                 fam,
             };
             self.defs.insert(name.clone(), def);
+        }
+        name
+    }
+
+    /// The set of the local pods whose namespace falls in hash bucket `b` (see
+    /// [`ns_bucket`]), keyed like the dispatch; shared by every namespaced tier and both
+    /// directions.
+    fn ns_bucket_set(&mut self, b: u8, fam: Option<Fam>) -> String {
+        let digit = fam.map_or("", Fam::digit);
+        let name = format!("nsb{digit}_{b:02x}");
+        if !self.sets.contains_key(&name) {
+            let mut s = Set::new(&name, &[Self::key_type(fam)]);
+            for ep in self.local.iter().filter(|e| ns_bucket(&e.namespace) == b) {
+                for k in self.keys_of(ep, fam) {
+                    s.elements.insert(k, None);
+                }
+            }
+            self.sets.insert(name.clone(), s);
+            self.defs
+                .insert(name.clone(), SetDef::NsBucket { bucket: b, fam });
         }
         name
     }

@@ -14,7 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::compile::{
-    Attachments, CompileError, CompileOptions, Fam, Mode, compile_with_defs, selects, valid_ifname,
+    Attachments, CompileError, CompileOptions, Fam, Mode, compile_with_defs, ns_bucket, selects,
+    valid_ifname,
 };
 use crate::endpoint::{Endpoint, Inventory};
 use crate::model::{Direction, EndpointSelector, Labels, PolicySet};
@@ -58,6 +59,14 @@ pub(crate) enum SetDef {
     Selected {
         /// Direction.
         dir: Direction,
+        /// Key family (`None`: interface name).
+        fam: Option<Fam>,
+    },
+    /// Keys of the local endpoints whose namespace is in a dispatch bucket (a namespaced
+    /// tier's per-bucket rule).
+    NsBucket {
+        /// The bucket ([`crate::compile::ns_bucket`]).
+        bucket: u8,
         /// Key family (`None`: interface name).
         fam: Option<Fam>,
     },
@@ -119,6 +128,8 @@ pub(crate) struct Structure {
     selected: Vec<(SetId, Direction, Option<Fam>)>,
     /// Namespace → its member sets (set, key family).
     ns_members: HashMap<String, Vec<(SetId, Option<Fam>)>>,
+    /// Namespace bucket → its member sets (set, key family).
+    ns_buckets: HashMap<u8, Vec<(SetId, Option<Fam>)>>,
 }
 
 fn addrs_of(ep: &Endpoint, f: Fam) -> impl Iterator<Item = &std::net::IpAddr> {
@@ -165,6 +176,7 @@ impl Structure {
         let mut pending = Vec::new();
         let mut selected = Vec::new();
         let mut ns_members: HashMap<String, Vec<(SetId, Option<Fam>)>> = HashMap::new();
+        let mut ns_buckets: HashMap<u8, Vec<(SetId, Option<Fam>)>> = HashMap::new();
         for (name, def) in defs {
             let Some(&name) = ids.get(name.as_str()) else {
                 continue;
@@ -186,7 +198,10 @@ impl Structure {
                 SetDef::Pending { fam, .. } => pending.push((name, fam)),
                 SetDef::Selected { dir, fam } => selected.push((name, dir, fam)),
                 SetDef::NsMembers { ns, fam } => {
-                    ns_members.entry(ns).or_default().push((name, fam))
+                    ns_members.entry(ns).or_default().push((name, fam));
+                }
+                SetDef::NsBucket { bucket, fam } => {
+                    ns_buckets.entry(bucket).or_default().push((name, fam));
                 }
             }
         }
@@ -220,6 +235,7 @@ impl Structure {
             pending,
             selected,
             ns_members,
+            ns_buckets,
         }))
     }
 
@@ -323,6 +339,12 @@ impl Structure {
                     for k in keys(*fam) {
                         out.push((*set, k, None));
                     }
+                }
+            }
+            let bucket = self.ns_buckets.get(&ns_bucket(&ep.namespace));
+            for (set, fam) in bucket.into_iter().flatten() {
+                for k in keys(*fam) {
+                    out.push((*set, k, None));
                 }
             }
             for (set, fam) in self.ns_members.get(&ep.namespace).into_iter().flatten() {

@@ -127,17 +127,88 @@ fn compiled_tables_hold_no_chain_verdict_elements() {
             assert!(m.elements.values().all(|v| *v == Some(Verdict::Drop)));
             assert_eq!(m.elements.len(), 6, "{mode:?}: {}", m.decl.name);
         }
-        // The namespaced tier reaches each namespace's chain by one rule on a member set.
+        // The namespaced tier reaches each namespace's chain through its hash bucket: one
+        // rule per bucket on a bucket set, then one rule per namespace on a member set.
+        let fams = if mode == Mode::Bridge { 2 } else { 1 };
         for tier in ["eg_t0", "ing_t0"] {
-            let rules = &t.chains[tier].rules;
-            let per_ns = rules
-                .iter()
-                .filter(|r| {
-                    r.exprs.iter().any(|e| matches!(e, Expr::Match { op: MatchOp::InSet(set), .. } if set.starts_with("nsm")))
-                })
-                .count();
-            let fams = if mode == Mode::Bridge { 2 } else { 1 };
-            assert_eq!(per_ns, 2 * fams, "{mode:?} {tier}: prod and dev");
+            let (to_bucket, to_ns) = tier_dispatch_rules(t, tier);
+            assert!((1..=2 * fams).contains(&to_bucket), "{mode:?} {tier}");
+            assert_eq!(to_ns, 2 * fams, "{mode:?} {tier}: prod and dev");
+        }
+    }
+}
+
+fn looks_up(r: &cnet_policy::nft::Rule, prefix: &str) -> bool {
+    r.exprs.iter().any(
+        |e| matches!(e, Expr::Match { op: MatchOp::InSet(set), .. } if set.starts_with(prefix)),
+    )
+}
+
+/// (rules of a namespaced tier chain on bucket sets, rules of its bucket chains on namespace
+/// member sets); panics when the tier chain holds anything else but its final verdict.
+fn tier_dispatch_rules(t: &cnet_policy::nft::Table, tier: &str) -> (usize, usize) {
+    let rules = &t.chains[tier].rules;
+    let to_bucket = rules.iter().filter(|r| looks_up(r, "nsb")).count();
+    assert_eq!(to_bucket + 1, rules.len(), "{tier}: {rules:?}");
+    let to_ns = t
+        .chains
+        .iter()
+        .filter(|(n, _)| n.starts_with(&format!("{tier}_b")))
+        .flat_map(|(_, c)| &c.rules)
+        .filter(|r| looks_up(r, "nsm"))
+        .count();
+    (to_bucket, to_ns)
+}
+
+/// `n` namespaces, each with a default-deny ingress policy.
+fn deny_all(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: deny, \
+                 namespace: ns{i}}}\nspec:\n  podSelector: {{}}\n  policyTypes: [Ingress]\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[test]
+fn many_namespaces_dispatch_in_two_bounded_levels_and_engine_equals_compile() {
+    let nps = parse_yaml(&deny_all(60)).unwrap();
+    for mode in [Mode::Transparent, Mode::Bridge] {
+        let mut e = Engine::new(mode);
+        for np in &nps {
+            e.apply_policy(np).unwrap();
+        }
+        e.prepare().unwrap();
+        for i in 0..120u8 {
+            let ns = format!("ns{}", i % 60);
+            e.upsert_endpoint(pod(&ns, &format!("p{i}"), "db", i), Some(ifname(i)));
+            if i % 7 == 0 {
+                e.prepare().unwrap();
+            }
+        }
+        for i in (0..120u8).step_by(3) {
+            let ns = format!("ns{}", i % 60);
+            e.remove_endpoint(&cnet_policy::EndpointId::new(&ns, format!("p{i}")));
+        }
+        let live = e.desired().unwrap();
+        let set = e.policy_set().unwrap().clone();
+        let full = compile(&set, e.inventory(), e.attachments(), e.options()).unwrap();
+        assert!(live == full, "{mode:?}: {:?}", diff(&full, &live));
+        let t = full.tables.values().next().unwrap();
+        let fams = if mode == Mode::Bridge { 2 } else { 1 };
+        let (to_bucket, to_ns) = tier_dispatch_rules(t, "ing_t0");
+        assert!(to_bucket <= 16 * fams, "{mode:?}: {to_bucket}");
+        assert!(
+            to_bucket > 8 * fams,
+            "{mode:?}: 60 namespaces spread: {to_bucket}"
+        );
+        assert_eq!(to_ns, 60 * fams, "{mode:?}");
+        // Every bucket chain holds only its own namespaces (and the final verdict).
+        for (name, c) in t.chains.iter().filter(|(n, _)| n.starts_with("ing_t0_b")) {
+            assert!(c.rules.len() <= 60 * fams + 1, "{name}");
         }
     }
 }
@@ -255,6 +326,10 @@ fn pending_pod_drops_and_selected_pod_is_filtered_on_the_kernel() {
     let server = endpoint("server", "db", 2);
     let mut e = Engine::new(Mode::Transparent);
     for np in parse_yaml(POLICIES).unwrap() {
+        e.apply_policy(&np).unwrap();
+    }
+    // Forty more namespaces with policies: prod's chain sits among many in the buckets.
+    for np in parse_yaml(&deny_all(40)).unwrap() {
         e.apply_policy(&np).unwrap();
     }
     // The server attached but pending: all its traffic drops, even with no policy allowing
