@@ -12,9 +12,10 @@
 //! element-only batch; median of 60 each), with the engine's own part of the add; rules and
 //! set elements, and how many carry a chain verdict (`goto`/`jump`), in the table and in one
 //! pod add (adding such an element makes the kernel re-validate every verdict-map element at
-//! commit); peak RSS (`VmHWM`); the load average at start and end. The per-pair baseline
-//! is loaded while its rule count stays under a cap (it grows with pods x peers); above it
-//! the computed rule count is printed.
+//! commit); how many dispatch rules a new connection walks in the namespaced ingress tier
+//! before its namespace's chain (max and mean); peak RSS (`VmHWM`); the load average at
+//! start and end. The per-pair baseline is loaded while its rule count stays under a cap (it
+//! grows with pods x peers); above it the computed rule count is printed.
 //!
 //! `cargo bench -p cnet-benches --bench policy_program` (`CNET_POLICY_SCALES=10000x1000,...`
 //! and `CNET_POLICY_REPS=5` narrow a run); under `cargo test` a smoke pass.
@@ -169,6 +170,34 @@ fn probe(engine: &mut Engine, w: &Workload) -> Result<(usize, usize), EngineErro
     Ok((elements.len(), chain))
 }
 
+/// Rules a first packet walks in the namespaced ingress tier (`ing_t0`) before it reaches
+/// its namespace's chain: (max, mean) over the namespaces with policies there.
+fn ns_walk(rs: &cnet_policy::nft::Ruleset) -> Option<(usize, f64)> {
+    let t = rs.tables.values().next()?;
+    let gotos = |chain: &str| -> Vec<(usize, String)> {
+        t.chains.get(chain).map_or(Vec::new(), |c| {
+            c.rules
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| match r.exprs.last() {
+                    Some(cnet_policy::nft::Expr::Verdict(Verdict::Goto(to))) => {
+                        Some((i + 1, to.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+    };
+    let mut walks = Vec::new();
+    for (i, bucket) in gotos("ing_t0") {
+        for (j, _) in gotos(&bucket) {
+            walks.push(i + j);
+        }
+    }
+    let max = walks.iter().copied().max()?;
+    Some((max, walks.iter().sum::<usize>() as f64 / walks.len() as f64))
+}
+
 fn med(v: &mut [f64]) -> f64 {
     median(v).unwrap_or(f64::NAN)
 }
@@ -266,6 +295,7 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
         .flat_map(|s| s.elements.values())
         .filter(|v| chain_verdict(v))
         .count();
+    let (walk_max, walk_mean) = ns_walk(&rs).unwrap_or((0, 0.0));
     // One-pod add/remove through the engine (update + sync: an element-only batch), in the
     // thread that opened the programmer (the namespace's thread).
     let ns = NetNs::new("ppu");
@@ -321,7 +351,9 @@ fn scale(pods: usize, policies: usize, reps: usize, updates: usize) -> Option<Ro
          {:.3} ms CPU (engine part {:.3} ms), pod remove {:.3} ms wall / {:.3} ms CPU \
          (medians of {updates} each, syncs {kinds:?}); {rules} rules ({kernel_rules} in the \
          kernel listing), {elements} elements ({table_chain} with goto/jump); a pod add \
-         adds {batch} elements ({batch_chain} with goto/jump); VmHWM {} MiB",
+         adds {batch} elements ({batch_chain} with goto/jump); a new connection walks at most \
+         {walk_max} (mean {walk_mean:.1}) dispatch rules to its namespace's ingress chain; \
+         VmHWM {} MiB",
         row.compile,
         row.full,
         row.full_cpu,
