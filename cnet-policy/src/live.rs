@@ -329,3 +329,88 @@ impl Live {
         cl
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::compile::Mode;
+    use crate::endpoint::Endpoint;
+    use crate::model::PolicySet;
+    use crate::nft::Change;
+
+    const POLICY: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: web}}}]
+";
+
+    /// (set name, add?) of each change, in batch order.
+    fn order(cl: &ChangeList) -> Vec<(String, bool)> {
+        cl.changes
+            .iter()
+            .map(|c| match c {
+                Change::AddElements { decl, .. } => (decl.name.clone(), true),
+                Change::DeleteElements { decl, .. } => (decl.name.clone(), false),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn position(o: &[(String, bool)], prefix: &str, add: bool) -> usize {
+        o.iter()
+            .position(|(n, a)| n.starts_with(prefix) && *a == add)
+            .unwrap_or_else(|| panic!("{prefix} {add}: {o:?}"))
+    }
+
+    #[test]
+    fn batches_open_gates_last_and_close_them_first() {
+        let set = PolicySet::from_network_policies(&crate::parse_yaml(POLICY).unwrap()).unwrap();
+        let opts = CompileOptions::new(Mode::Transparent);
+        let inv = Inventory::default();
+        let structure = Structure::build(&set, &inv, &opts).unwrap().unwrap();
+        let mut live = Live::build(structure, &inv, &Attachments::default(), &opts).unwrap();
+        let ep = Endpoint::new(
+            "prod",
+            "db",
+            std::collections::BTreeMap::from([("app".to_string(), "db".to_string())]),
+            vec!["10.1.0.2".parse().unwrap()],
+        );
+        let ifname = "cnet0001".to_string();
+        let labels = Labels::new();
+        let items = |pending: bool| {
+            let s = &live.structure;
+            s.contribution(&ep, &labels, Some(&ifname), pending, &opts)
+                .unwrap()
+        };
+        let (pending, ready) = (items(true), items(false));
+        // Added pending: the drop comes before every other element, the gate last.
+        live.set_endpoint(&ep.id(), &[], &pending);
+        let o = order(&live.take_changes());
+        assert!(
+            o[..2].iter().all(|(n, a)| n.ends_with("_dispatch") && *a),
+            "{o:?}"
+        );
+        assert_eq!(position(&o, "ing_selected", true), o.len() - 1, "{o:?}");
+        // Ready: only the drops go.
+        live.set_endpoint(&ep.id(), &pending, &ready);
+        let o = order(&live.take_changes());
+        let drops = ["eg_dispatch", "ing_dispatch"].map(|n| (n.to_string(), false));
+        assert_eq!(o, drops.to_vec());
+        // Removed: the gate goes first.
+        live.set_endpoint(&ep.id(), &ready, &[]);
+        let o = order(&live.take_changes());
+        assert_eq!(position(&o, "ing_selected", false), 0, "{o:?}");
+        assert!(o.iter().all(|(_, add)| !add), "{o:?}");
+        // Added ready: members before the gate.
+        live.set_endpoint(&ep.id(), &[], &ready);
+        let o = order(&live.take_changes());
+        assert_eq!(position(&o, "ing_selected", true), o.len() - 1, "{o:?}");
+        assert!(o.len() > 2, "{o:?}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The compiled table split in two: its *structure* (chains, rules, set declarations and the
 //! elements that do not depend on pods), which depends only on policies, namespaces, nodes,
 //! host-network endpoints and options; and each pod's *membership*: the elements that one
-//! endpoint contributes to selector sets, named-port sets and dispatch maps.
+//! endpoint contributes to selector sets, named-port sets and the dispatch sets (pending
+//! `drop` maps, selected sets, namespace bucket and member sets).
 //!
 //! [`Structure::build`] runs the compiler without pod-network endpoints and keeps, for every
 //! named set or map, what it stands for ([`SetDef`]) plus a [`SelectorIndex`] over the
