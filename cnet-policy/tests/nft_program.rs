@@ -654,3 +654,32 @@ fn tables_no_longer_desired_are_deleted_even_after_a_failed_sync() {
         assert!(!ns.ok(&["nft", "list", "table", fam, t]), "{fam} {t} left");
     }
 }
+
+/// After a full replacement the programmer records the snapshot it predicts (handles are
+/// numbered per table in creation order) instead of dumping every rule: it must equal the
+/// kernel's dump, into an empty namespace and when replacing our own tables, so another
+/// user's commit later shows no drift.
+#[test]
+fn full_replacement_snapshot_is_predicted() {
+    require_priv!();
+    let ns = NetNs::new("nftp");
+    let rs = sample();
+    let (mut p, r) = prog(&ns, &rs);
+    assert_eq!(r.kind, SyncKind::Full);
+    for round in 0..2 {
+        for id in rs.tables.keys() {
+            let dumped = p.snapshot(id).unwrap();
+            assert!(dumped.as_ref().is_some_and(|d| !d.rules.is_empty()));
+            assert_eq!(
+                dumped.as_ref(),
+                p.recorded_snapshot(id),
+                "{id}, round {round}"
+            );
+        }
+        p.forget();
+        assert_eq!(p.sync(&rs).unwrap().kind, SyncKind::Full);
+    }
+    ns.run(&["nft", "add", "table", "ip", "someone_else"]);
+    let r = p.sync(&rs).unwrap();
+    assert_eq!((r.kind, r.drift), (SyncKind::NoChange, false));
+}

@@ -148,6 +148,12 @@ impl Programmer {
         self.programmed.as_ref()
     }
 
+    /// The snapshot of our table `id` recorded after our last commit (what the next drift
+    /// check compares a fresh [`Programmer::snapshot`] with, once someone else committed).
+    pub fn recorded_snapshot(&self, id: &TableId) -> Option<&TableSnapshot> {
+        self.snapshots.get(id)
+    }
+
     /// Forget what is programmed: the next sync replaces our tables whole.
     pub fn forget(&mut self) {
         self.programmed = None;
@@ -327,6 +333,21 @@ impl Programmer {
                     snap.elements
                         .insert(decl.name.clone(), sys::kernel_element_count(set));
                 }
+            }
+        } else if changes.is_none() {
+            // Full replacement: every table was created afresh by the batch, so its chain,
+            // set and rule handles are the kernel's per-table counter in our message order
+            // (`full_msgs`); only the table handle is read back. (Were a prediction wrong,
+            // the next foreign commit would make us see drift and replace our tables once
+            // more: slower, still correct. The test `full_replacement_snapshot_is_predicted`
+            // compares it with a dump.)
+            self.snapshots.clear();
+            for (id, t) in &desired.tables {
+                let snap = match self.table_handle(id)? {
+                    Some(handle) => predicted_snapshot(handle, t),
+                    None => TableSnapshot::default(),
+                };
+                self.snapshots.insert(id.clone(), snap);
             }
         } else {
             self.snapshots.clear();
@@ -858,6 +879,41 @@ impl std::fmt::Display for Desc<'_> {
                 }
             ),
         }
+    }
+}
+
+/// The snapshot of table `t` right after a full replacement created it with `handle`: the
+/// kernel numbers a new table's chains, sets and rules from 1 in creation order, which is
+/// `full_msgs`'s order (chains by name, sets in [`lookup_order`], then every chain's rules);
+/// a rule dump lists chains in creation order.
+fn predicted_snapshot(handle: u64, t: &Table) -> TableSnapshot {
+    let mut next = 0u64;
+    let mut alloc = || {
+        next += 1;
+        next
+    };
+    let chains = t.chains.keys().map(|n| (n.clone(), alloc())).collect();
+    let order = lookup_order(t);
+    let sets = order
+        .iter()
+        .map(|s| (s.decl.name.clone(), alloc()))
+        .collect();
+    let rules = t
+        .chains
+        .values()
+        .flat_map(|c| c.rules.iter().map(|_| c.name.clone()))
+        .map(|c| (c, alloc()))
+        .collect();
+    let elements = order
+        .iter()
+        .map(|s| (s.decl.name.clone(), sys::kernel_element_count(s)))
+        .collect();
+    TableSnapshot {
+        handle,
+        chains,
+        sets,
+        rules,
+        elements,
     }
 }
 
