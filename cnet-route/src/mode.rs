@@ -18,31 +18,58 @@ use crate::spec::{EndpointSpec, MacAddr, invalid, validate_ifname};
 #[derive(Debug)]
 pub struct Node {
     ns: Netns,
+    on_calling_thread: bool,
 }
 
 impl Node {
     /// The namespace of the calling thread (usually the host's, for a CNI plugin).
     pub fn current() -> Result<Node, Error> {
-        Ok(Node {
-            ns: Netns::current_thread()?,
-        })
+        Ok(Node::from_netns(Netns::current_thread()?))
     }
 
     /// The namespace bound at `path` (tests and labs use a private node namespace).
     pub fn open(path: impl AsRef<Path>) -> Result<Node, Error> {
-        Ok(Node {
-            ns: Netns::open(path)?,
-        })
+        Ok(Node::from_netns(Netns::open(path)?))
     }
 
     /// Wrap an open namespace.
     pub fn from_netns(ns: Netns) -> Node {
-        Node { ns }
+        Node {
+            ns,
+            on_calling_thread: false,
+        }
+    }
+
+    /// Run attach, detach and retire on the calling thread when it is in this namespace,
+    /// instead of on a short-lived worker thread (which costs a thread start and a
+    /// cross-CPU wake-up per operation). The calling thread then enters the pod namespace
+    /// for a moment (to open its netlink socket, or to write an IPv6 interface sysctl) and
+    /// comes back; if it cannot come back the process aborts rather than run on in the
+    /// wrong namespace. Only for a thread that is its own: a CNI plugin's main thread, not
+    /// a tokio worker or blocking-pool thread, and not inside an async runtime (the
+    /// operation runs its own current-thread runtime).
+    pub fn on_calling_thread(mut self) -> Node {
+        self.on_calling_thread = true;
+        self
     }
 
     /// The namespace.
     pub fn netns(&self) -> &Netns {
         &self.ns
+    }
+
+    /// Run `f` inside this namespace: on the calling thread (see
+    /// [`Node::on_calling_thread`]; `f` is told `true`) or on a worker thread (`false`).
+    pub(crate) fn run<F, R>(&self, f: F) -> Result<R, Error>
+    where
+        F: FnOnce(bool) -> R + Send,
+        R: Send,
+    {
+        if self.on_calling_thread && self.ns.is_current_thread() {
+            Ok(f(true))
+        } else {
+            self.ns.run(|| f(false))
+        }
     }
 }
 

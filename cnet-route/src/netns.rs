@@ -72,6 +72,18 @@ impl Netns {
         }
     }
 
+    /// Whether the calling thread is in this namespace now.
+    pub fn is_current_thread(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (
+            std::fs::metadata("/proc/thread-self/ns/net"),
+            self.file.metadata(),
+        ) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+
     /// Move the calling thread into this namespace. Only for threads this crate owns.
     pub(crate) fn enter(&self) -> Result<(), Error> {
         nix::sched::setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)

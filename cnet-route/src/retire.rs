@@ -35,7 +35,7 @@ fn run_node<R: Send>(
     node: &Node,
     f: impl AsyncFnOnce(&Nl) -> Result<R, Error> + Send,
 ) -> Result<R, Error> {
-    node.netns().run(|| {
+    node.run(|_| {
         let fd = route_socket().map_err(|source| Error::Setup {
             side: Side::Node,
             source,

@@ -49,14 +49,29 @@ fn split_inet_conf<'a>(
     (conf, rest)
 }
 
-/// On a thread of ours inside `home`: write sysctls inside `ns`, then come back.
-fn sysctls_in(ns: &Netns, home: &Netns, sysctls: &[&SysctlPlan]) -> Result<(), Error> {
+/// Return the thread to `home` after a visit to another namespace. On a caller's thread
+/// (`inline`) a failure aborts the process: it must never run on in the wrong namespace.
+fn come_back(home: &Netns, inline: bool) -> Result<(), Error> {
+    match home.enter() {
+        Ok(()) => Ok(()),
+        Err(_) if inline => std::process::abort(),
+        Err(e) => Err(e),
+    }
+}
+
+/// On a thread inside `home`: write sysctls inside `ns`, then come back.
+fn sysctls_in(
+    ns: &Netns,
+    home: &Netns,
+    sysctls: &[&SysctlPlan],
+    inline: bool,
+) -> Result<(), Error> {
     if sysctls.is_empty() {
         return Ok(());
     }
     ns.enter()?;
     let written = sysctls.iter().try_for_each(|s| write_sysctl(s));
-    home.enter()?;
+    come_back(home, inline)?;
     written
 }
 
@@ -76,10 +91,10 @@ fn read_sysctls_in(
 }
 
 /// On a thread inside the node namespace: open a socket in `pod`, then come back.
-fn pod_socket(node: &Netns, pod: &Netns) -> Result<std::os::fd::OwnedFd, Error> {
+fn pod_socket(node: &Netns, pod: &Netns, inline: bool) -> Result<std::os::fd::OwnedFd, Error> {
     pod.enter()?;
     let fd = socket(Side::Pod);
-    node.enter()?;
+    come_back(node, inline)?;
     fd
 }
 
@@ -91,7 +106,7 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
     // Everything that can be checked without the kernel is checked before touching it.
     let checked = mode.plan(spec, spec.mtu.unwrap_or(FALLBACK_MTU))?;
     let ns = node.netns();
-    ns.run(|| {
+    node.run(|inline| {
         let pod_ns = Netns::open(&spec.netns)?;
         let node_fd = socket(Side::Node)?;
         // Namespace-wide forwarding as netlink reports it (no /proc/sys walk; see netconf).
@@ -101,7 +116,7 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
             .filter_map(crate::netconf::forwarding_family)
             .filter_map(|f| Some((f, crate::netconf::forwarding(node_fd.as_fd(), f)?)))
             .collect();
-        let pod_fd = pod_socket(ns, &pod_ns)?;
+        let pod_fd = pod_socket(ns, &pod_ns, inline)?;
         let rt = runtime(Side::Node)?;
         rt.block_on(async {
             let node_nl = Nl::connect(node_fd, Side::Node)?;
@@ -116,7 +131,7 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
                 (ns, &pod_ns),
                 plan,
                 (&spec.container_id, &spec.ifname),
-                &forwarding,
+                (&forwarding, inline),
             )
             .await
         })
@@ -213,7 +228,7 @@ async fn attach_plan(
     (node_ns, pod_ns): (&Netns, &Netns),
     plan: EndpointPlan,
     owner: (&str, &str),
-    forwarding: &[(u8, bool)],
+    (forwarding, inline): (&[(u8, bool)], bool),
 ) -> Result<Attachment, Error> {
     // Node-wide settings and the shared bridge are infrastructure: not undone on failure.
     for s in plan.sysctls.iter().filter(|s| s.interface.is_none()) {
@@ -261,7 +276,7 @@ async fn attach_plan(
     };
     // From here on the veth pair is ours: any failure deletes it (which also removes every
     // route, address and neighbour entry on either end).
-    match configure(node, pod, (node_ns, pod_ns), &plan, echoed).await {
+    match configure(node, pod, (node_ns, pod_ns, inline), &plan, echoed).await {
         Ok(pod_ifindex) => Ok(Attachment {
             host_ifname: v.host.clone(),
             host_mac: v.host_mac,
@@ -296,7 +311,7 @@ type Req<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Err
 async fn configure(
     node: &Nl,
     pod: &Nl,
-    (node_ns, pod_ns): (&Netns, &Netns),
+    (node_ns, pod_ns, inline): (&Netns, &Netns, bool),
     plan: &EndpointPlan,
     echoed: Option<(u32, u32)>,
 ) -> Result<u32, Error> {
@@ -335,7 +350,7 @@ async fn configure(
     let pod_side = async {
         // No await between entering the pod netns and coming back: the node-side future
         // cannot run on this thread meanwhile.
-        sysctls_in(pod_ns, node_ns, &pod_sysctls)?;
+        sysctls_in(pod_ns, node_ns, &pod_sysctls, inline)?;
         let mut reqs: Vec<Req<'_>> = vec![Box::pin(
             pod.set_up_with(&v.pod, pod_index, None, &pod_conf),
         )];
@@ -394,7 +409,7 @@ pub(crate) fn detach(node: &Node, spec: &EndpointSpec) -> Result<(), Errors> {
     if !errors.is_empty() {
         return Err(Errors(errors));
     }
-    let result = node.netns().run(|| -> Result<(), Error> {
+    let result = node.run(|_| -> Result<(), Error> {
         let fd = socket(Side::Node)?;
         let rt = runtime(Side::Node)?;
         rt.block_on(async {
@@ -487,7 +502,7 @@ pub(crate) fn check<M: IntraNode + ?Sized>(
         let node_fd = socket(Side::Node)?;
         let (pod_fd, pod_sysctls) = match Netns::open(&spec.netns) {
             Ok(pod_ns) => (
-                Some(pod_socket(ns, &pod_ns)?),
+                Some(pod_socket(ns, &pod_ns, false)?),
                 read_sysctls_in(&pod_ns, ns, &keys.pod_sysctls)?,
             ),
             Err(_) => (None, Vec::new()),

@@ -193,8 +193,13 @@ fn ipam_routes(ipam: &CniResult) -> Vec<cnet_route::PodRoute> {
         .collect()
 }
 
+/// The node: the plugin's namespace. The plugin's main thread is its own, so cnet-route
+/// works on it directly (no worker thread per operation; see
+/// [`Node::on_calling_thread`]).
 fn node() -> Result<Node, CniError> {
-    Node::current().map_err(|e| route_error(&e))
+    Node::current()
+        .map(Node::on_calling_thread)
+        .map_err(|e| route_error(&e))
 }
 
 /// The spec for an attachment (addresses empty when only the owner matters).
