@@ -12,7 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::compile::{Attachments, CompileError, CompileOptions};
-use crate::endpoint::{EndpointId, Inventory};
+use crate::endpoint::{Endpoint, EndpointId, Inventory};
 use crate::membership::{Gate, Item, SetId, Structure};
 use crate::model::Labels;
 use crate::nft::{Change, ChangeList, Element, Ruleset, Verdict};
@@ -103,6 +103,88 @@ pub(crate) struct Live {
     touched: BTreeMap<(SetId, Element), Option<Option<Verdict>>>,
 }
 
+/// Contributions of some endpoints, bucketed by set: the endpoints with a contribution (in
+/// the given order) and per set `(element, index of the endpoint, verdict)`.
+type Gathered<'a> = (
+    Vec<&'a EndpointId>,
+    Vec<Vec<(Element, u32, Option<Verdict>)>>,
+);
+
+/// Reference counts and the set's elements (sorted, built in bulk) of one set.
+type Folded = (
+    HashMap<Element, Refs, Fx>,
+    BTreeMap<Element, Option<Verdict>>,
+);
+
+fn gather<'a>(
+    structure: &Structure,
+    eps: &[(&'a EndpointId, &'a Endpoint)],
+    inventory: &Inventory,
+    att: &Attachments,
+    opts: &CompileOptions,
+    nsets: usize,
+) -> Result<Gathered<'a>, CompileError> {
+    let mut ns_labels: HashMap<&str, Labels> = HashMap::new();
+    let mut owners: Vec<&EndpointId> = Vec::new();
+    let mut per_set: Vec<Vec<(Element, u32, Option<Verdict>)>> = vec![Vec::new(); nsets];
+    for (id, ep) in eps {
+        let labels = ns_labels
+            .entry(ep.namespace.as_str())
+            .or_insert_with(|| inventory.namespace_labels(&ep.namespace));
+        let items = structure.contribution(
+            ep,
+            labels,
+            att.host_ifname.get(*id),
+            att.pending.contains(*id),
+            opts,
+        )?;
+        if items.is_empty() {
+            continue;
+        }
+        let k = owners.len() as u32;
+        owners.push(id);
+        for (set, e, v) in items {
+            if let Some(b) = per_set.get_mut(set as usize) {
+                b.push((e, k, v));
+            }
+        }
+    }
+    Ok((owners, per_set))
+}
+
+/// One set's contributions: sorted by element (then endpoint, so each owner list comes out
+/// sorted by id), equal elements folded into their reference counts, and the set's elements
+/// built from the sorted runs (no hash-order walk, one bulk tree build).
+fn fold(mut items: Vec<(Element, u32, Option<Verdict>)>, owners: &[&EndpointId]) -> Folded {
+    items.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut m: HashMap<Element, Refs, Fx> =
+        HashMap::with_capacity_and_hasher(items.len(), Fx::default());
+    let mut v: Vec<(Element, Option<Verdict>)> = Vec::with_capacity(items.len());
+    let mut it = items.into_iter().peekable();
+    while let Some((e, k, verdict)) = it.next() {
+        let mut r = Refs::default();
+        let mut add = |k: u32, verdict: Option<Verdict>| match verdict {
+            None => r.plain += 1,
+            // Map keys only (few: pending pods' drops): an id copy per owner entry.
+            Some(vd) => {
+                if let Some(o) = owners.get(k as usize) {
+                    r.owners.push((Arc::new((*o).clone()), vd));
+                }
+            }
+        };
+        add(k, verdict);
+        while let Some((_, k2, v2)) = it.next_if(|n| n.0 == e) {
+            add(k2, v2);
+        }
+        if let Some(eff) = r.effective() {
+            v.push((e.clone(), eff));
+        }
+        m.insert(e, r);
+    }
+    // Sorted and unique: a bulk build (no per-element tree insert).
+    (m, v.into_iter().collect())
+}
+
 impl Live {
     /// Every endpoint's contribution on top of the structure.
     pub(crate) fn build(
@@ -112,71 +194,70 @@ impl Live {
         opts: &CompileOptions,
     ) -> Result<Live, CompileError> {
         let nsets = structure.set_names.len();
-        let mut ns_labels: HashMap<&str, Labels> = HashMap::new();
-        // Every contribution, bucketed by set: (element, contributing endpoint's index in id
-        // order, verdict).
-        let mut owners: Vec<&EndpointId> = Vec::new();
-        let mut per_set: Vec<Vec<(Element, u32, Option<Verdict>)>> = vec![Vec::new(); nsets];
-        for (id, ep) in &inventory.endpoints {
-            let labels = ns_labels
-                .entry(ep.namespace.as_str())
-                .or_insert_with(|| inventory.namespace_labels(&ep.namespace));
-            let items = structure.contribution(
-                ep,
-                labels,
-                att.host_ifname.get(id),
-                att.pending.contains(id),
-                opts,
-            )?;
-            if items.is_empty() {
-                continue;
-            }
-            let k = owners.len() as u32;
-            owners.push(id);
-            for (set, e, v) in items {
-                if let Some(b) = per_set.get_mut(set as usize) {
-                    b.push((e, k, v));
-                }
-            }
+        let eps: Vec<(&EndpointId, &Endpoint)> = inventory.endpoints.iter().collect();
+        let st = &structure;
+        // Two halves of the endpoints, then two halves of the sets, on this thread and a
+        // helper each (inline when the helper cannot be spawned).
+        let (first, second) = eps.split_at(eps.len() / 2);
+        let ((mut owners, mut per_set), rest) = std::thread::scope(|s| {
+            let h = std::thread::Builder::new()
+                .name("live-build".into())
+                .spawn_scoped(s, || gather(st, second, inventory, att, opts, nsets))
+                .ok();
+            let a = gather(st, first, inventory, att, opts, nsets);
+            let b = match h.map(|h| h.join()) {
+                Some(Ok(b)) => b,
+                Some(Err(panic)) => std::panic::resume_unwind(panic),
+                None => gather(st, second, inventory, att, opts, nsets),
+            };
+            a.and_then(|a| b.map(|b| (a, b)))
+        })?;
+        let offset = owners.len() as u32;
+        owners.extend(rest.0);
+        for (bucket, more) in per_set.iter_mut().zip(rest.1) {
+            bucket.extend(more.into_iter().map(|(e, k, v)| (e, k + offset, v)));
         }
-        // Per set: sort by element (then endpoint, so each owner list comes out sorted by
-        // id), fold equal elements into their reference counts, and build the set's elements
-        // from the sorted runs (no hash-order walk, one bulk tree build).
+        // Split the sets where half of all contributions lie.
+        let total: usize = per_set.iter().map(Vec::len).sum();
+        let mut acc = 0;
+        let mid = per_set
+            .iter()
+            .position(|b| {
+                acc += b.len();
+                acc * 2 >= total
+            })
+            .map_or(nsets, |i| i + 1);
+        // The helper takes its half out of a mutex, so a helper that failed to spawn leaves it
+        // for this thread.
+        let tail = std::sync::Mutex::new(per_set.split_off(mid.min(nsets)));
+        let owners = &owners;
+        let fold_all = |buckets: Vec<Vec<(Element, u32, Option<Verdict>)>>| -> Vec<Folded> {
+            buckets.into_iter().map(|b| fold(b, owners)).collect()
+        };
+        let take_tail = || std::mem::take(&mut *tail.lock().unwrap_or_else(|e| e.into_inner()));
+        let folded: Vec<Folded> = std::thread::scope(|s| {
+            let h = std::thread::Builder::new()
+                .name("live-fold".into())
+                .spawn_scoped(s, || fold_all(take_tail()))
+                .ok();
+            let mut out = fold_all(per_set);
+            let more = match h.map(|h| h.join()) {
+                Some(Ok(more)) => more,
+                Some(Err(panic)) => std::panic::resume_unwind(panic),
+                None => fold_all(take_tail()),
+            };
+            out.extend(more);
+            out
+        });
         let mut ruleset = structure.ruleset.clone();
         let mut table = ruleset.tables.get_mut(&structure.table);
         let mut refs: Vec<HashMap<Element, Refs, Fx>> = Vec::with_capacity(nsets);
-        for (name, mut items) in structure.set_names.iter().zip(per_set) {
-            items.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-            let mut m: HashMap<Element, Refs, Fx> =
-                HashMap::with_capacity_and_hasher(items.len(), Fx::default());
-            let mut v: Vec<(Element, Option<Verdict>)> = Vec::with_capacity(items.len());
-            let mut it = items.into_iter().peekable();
-            while let Some((e, k, verdict)) = it.next() {
-                let mut r = Refs::default();
-                let mut add = |k: u32, verdict: Option<Verdict>| match verdict {
-                    None => r.plain += 1,
-                    // Map keys only (few: pending pods' drops): an id copy per owner entry.
-                    Some(vd) => {
-                        if let Some(o) = owners.get(k as usize) {
-                            r.owners.push((Arc::new((*o).clone()), vd));
-                        }
-                    }
-                };
-                add(k, verdict);
-                while let Some((_, k2, v2)) = it.next_if(|n| n.0 == e) {
-                    add(k2, v2);
-                }
-                if let Some(eff) = r.effective() {
-                    v.push((e.clone(), eff));
-                }
-                m.insert(e, r);
-            }
+        for (name, (m, elements)) in structure.set_names.iter().zip(folded) {
             if let Some(s) = table.as_mut().and_then(|t| t.sets.get_mut(name)) {
                 if s.elements.is_empty() {
-                    // Sorted and unique: a bulk build (no per-element tree insert).
-                    s.elements = v.into_iter().collect();
+                    s.elements = elements;
                 } else {
-                    s.elements.extend(v);
+                    s.elements.extend(elements);
                 }
             }
             refs.push(m);

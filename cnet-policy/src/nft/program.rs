@@ -962,6 +962,27 @@ fn full_msgs<'a>(
     stale: &'a std::collections::BTreeSet<TableId>,
     desired: &'a Ruleset,
 ) -> (Vec<(Msg, Desc<'a>)>, usize) {
+    // The rule messages (libnftnl objects) are built on a helper thread meanwhile.
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new()
+            .name("nft-rules".into())
+            .spawn_scoped(s, || rule_msgs(desired))
+            .ok();
+        let (mut msgs, n) = structure_and_element_msgs(stale, desired);
+        let rules = helper
+            .and_then(|h| h.join().ok())
+            .unwrap_or_else(|| rule_msgs(desired));
+        let n_rules = rules.len();
+        msgs.extend(rules);
+        (msgs, n + n_rules)
+    })
+}
+
+/// Tables, chains, sets and elements of [`full_msgs`], and their change count.
+fn structure_and_element_msgs<'a>(
+    stale: &'a std::collections::BTreeSet<TableId>,
+    desired: &'a Ruleset,
+) -> (Vec<(Msg, Desc<'a>)>, usize) {
     let mut msgs: Vec<(Msg, Desc<'a>)> = Vec::new();
     let mut n = 0;
     let ids: Vec<&TableId> = desired.tables.keys().collect();
@@ -1003,13 +1024,18 @@ fn full_msgs<'a>(
             n += 1;
         }
     }
+    (msgs, n)
+}
+
+/// The `add rule` messages of every chain of `desired`, in order.
+fn rule_msgs(desired: &Ruleset) -> Vec<(Msg, Desc<'_>)> {
+    let mut msgs = Vec::new();
     for (id, t) in &desired.tables {
         for c in t.chains.values() {
             for r in &c.rules {
                 msgs.push((sys::rule(id, &c.name, r), Desc::AddRule(id, &c.name, r)));
-                n += 1;
             }
         }
     }
-    (msgs, n)
+    msgs
 }
