@@ -31,9 +31,10 @@
 //!   `goto`es the next tier. Tiers whose policies are all namespaced (NetworkPolicy) are split
 //!   per namespace behind two levels of plain-set lookups: the tier chain holds one rule per
 //!   hash bucket of namespaces (16 buckets), `<key> @nsb_<b> goto <dir>_t<k>_b<b>`, and a
-//!   bucket chain one rule per namespace with policies in the tier, `<key> @nsm_<ns> goto
-//!   <namespace's tier chain>` (`nsb*`/`nsm*` sets: the bucket's or namespace's local pods,
-//!   shared by tiers and directions). A packet walks at most 16 + its bucket's namespaces
+//!   bucket chain one rule per namespace with policies in the tier, `<key> @<set of the
+//!   selector "every pod of ns"> goto <namespace's tier chain>` (`nsb*`: the bucket's local
+//!   pods; both kinds shared by tiers and directions, the namespace sets also with policies
+//!   that select or admit a whole namespace). A packet walks at most 16 + its bucket's namespaces
 //!   before its own namespace's policies, and the rule count follows namespaces, not pods.
 //! * A policy chain holds its rules in order: `accept` (Allow), `drop` (Deny), `goto` the next
 //!   tier (Pass; `accept` after the last tier), `log` without a verdict (Log).
@@ -859,27 +860,19 @@ impl<'a> Compiler<'a> {
         name
     }
 
-    /// The set of a namespace's local pods, keyed like the dispatch (`None`: host interface
-    /// names; else addresses of one family), shared by every namespaced tier and both
-    /// directions.
+    /// The set matching a namespace's pods, keyed like the dispatch (`None`: host interface
+    /// names; else addresses of one family): the set of the selector "every pod of `ns`",
+    /// shared with every policy that selects or admits a whole namespace (default deny,
+    /// namespace isolation), by every namespaced tier and both directions.
     fn ns_members_set(&mut self, ns: &str, fam: Option<Fam>) -> String {
-        let digit = fam.map_or("", Fam::digit);
-        let name = format!("nsm{digit}_{}_{}", sanitize(ns, 32), &short_hash(ns)[..6]);
-        if !self.sets.contains_key(&name) {
-            let mut s = Set::new(&name, &[Self::key_type(fam)]);
-            for ep in self.local.iter().filter(|e| e.namespace == ns) {
-                for k in self.keys_of(ep, fam) {
-                    s.elements.insert(k, None);
-                }
-            }
-            self.sets.insert(name.clone(), s);
-            let def = SetDef::NsMembers {
-                ns: ns.to_string(),
-                fam,
-            };
-            self.defs.insert(name.clone(), def);
+        let sel = EndpointSelector {
+            namespaces: NamespaceMatch::Named(ns.to_string()),
+            pods: Selector::All,
+        };
+        match fam {
+            None => self.subject_ifname_set(&sel),
+            Some(f) => self.selector_set(&sel, f),
         }
-        name
     }
 
     /// The set of the local pods whose namespace falls in hash bucket `b` (see

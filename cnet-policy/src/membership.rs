@@ -2,7 +2,7 @@
 //! elements that do not depend on pods), which depends only on policies, namespaces, nodes,
 //! host-network endpoints and options; and each pod's *membership*: the elements that one
 //! endpoint contributes to selector sets, named-port sets and the dispatch sets (pending
-//! `drop` maps, selected sets, namespace bucket and member sets).
+//! `drop` maps, selected sets, namespace bucket sets).
 //!
 //! [`Structure::build`] runs the compiler without pod-network endpoints and keeps, for every
 //! named set or map, what it stands for ([`SetDef`]) plus a [`SelectorIndex`] over the
@@ -71,13 +71,6 @@ pub(crate) enum SetDef {
         /// Key family (`None`: interface name).
         fam: Option<Fam>,
     },
-    /// Keys of a namespace's local endpoints (a namespaced tier's per-namespace rule).
-    NsMembers {
-        /// The namespace.
-        ns: String,
-        /// Key family (`None`: interface name).
-        fam: Option<Fam>,
-    },
 }
 
 /// Index of a set in [`Structure::set_names`].
@@ -127,8 +120,6 @@ pub(crate) struct Structure {
     pending: Vec<(SetId, Option<Fam>)>,
     /// Selected sets: (set, direction, key family).
     selected: Vec<(SetId, Direction, Option<Fam>)>,
-    /// Namespace → its member sets (set, key family).
-    ns_members: HashMap<String, Vec<(SetId, Option<Fam>)>>,
     /// Namespace bucket → its member sets (set, key family).
     ns_buckets: HashMap<u8, Vec<(SetId, Option<Fam>)>>,
 }
@@ -176,7 +167,6 @@ impl Structure {
         let mut named_ports: HashMap<String, Vec<(SetId, Fam)>> = HashMap::new();
         let mut pending = Vec::new();
         let mut selected = Vec::new();
-        let mut ns_members: HashMap<String, Vec<(SetId, Option<Fam>)>> = HashMap::new();
         let mut ns_buckets: HashMap<u8, Vec<(SetId, Option<Fam>)>> = HashMap::new();
         for (name, def) in defs {
             let Some(&name) = ids.get(name.as_str()) else {
@@ -198,9 +188,6 @@ impl Structure {
                 }
                 SetDef::Pending { fam, .. } => pending.push((name, fam)),
                 SetDef::Selected { dir, fam } => selected.push((name, dir, fam)),
-                SetDef::NsMembers { ns, fam } => {
-                    ns_members.entry(ns).or_default().push((name, fam));
-                }
                 SetDef::NsBucket { bucket, fam } => {
                     ns_buckets.entry(bucket).or_default().push((name, fam));
                 }
@@ -235,7 +222,6 @@ impl Structure {
             named_ports,
             pending,
             selected,
-            ns_members,
             ns_buckets,
         }))
     }
@@ -344,11 +330,6 @@ impl Structure {
             }
             let bucket = self.ns_buckets.get(&ns_bucket(&ep.namespace));
             for (set, fam) in bucket.into_iter().flatten() {
-                for k in keys(*fam) {
-                    out.push((*set, k, None));
-                }
-            }
-            for (set, fam) in self.ns_members.get(&ep.namespace).into_iter().flatten() {
                 for k in keys(*fam) {
                     out.push((*set, k, None));
                 }

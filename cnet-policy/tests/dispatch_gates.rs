@@ -144,8 +144,9 @@ fn looks_up(r: &cnet_policy::nft::Rule, prefix: &str) -> bool {
     )
 }
 
-/// (rules of a namespaced tier chain on bucket sets, rules of its bucket chains on namespace
-/// member sets); panics when the tier chain holds anything else but its final verdict.
+/// (rules of a namespaced tier chain on bucket sets, rules of its bucket chains on the sets
+/// of "every pod of a namespace"); panics when the tier chain holds anything else but its
+/// final verdict.
 fn tier_dispatch_rules(t: &cnet_policy::nft::Table, tier: &str) -> (usize, usize) {
     let rules = &t.chains[tier].rules;
     let to_bucket = rules.iter().filter(|r| looks_up(r, "nsb")).count();
@@ -155,7 +156,7 @@ fn tier_dispatch_rules(t: &cnet_policy::nft::Table, tier: &str) -> (usize, usize
         .iter()
         .filter(|(n, _)| n.starts_with(&format!("{tier}_b")))
         .flat_map(|(_, c)| &c.rules)
-        .filter(|r| looks_up(r, "nsm"))
+        .filter(|r| looks_up(r, "subj_") || looks_up(r, "sel"))
         .count();
     (to_bucket, to_ns)
 }
@@ -238,7 +239,7 @@ fn pod_changes_through_the_engine_touch_only_plain_and_drop_elements() {
                 ch
             };
         // A selected pod (db in prod: ingress) joins: its keys enter `ing_selected*` and
-        // prod's member sets; nothing in any map.
+        // prod's bucket and namespace sets; nothing in any map.
         let db = pod("prod", "new-db", "db", 40);
         let keys = keys_of(mode, &db, 40);
         e.upsert_endpoint(db.clone(), Some(ifname(40)));
@@ -257,7 +258,7 @@ fn pod_changes_through_the_engine_touch_only_plain_and_drop_elements() {
                 sets.iter().any(|s| s.starts_with("ing_selected")),
                 "{sets:?}"
             );
-            assert!(sets.iter().any(|s| s.starts_with("nsm")), "{sets:?}");
+            assert!(sets.iter().any(|s| s.starts_with("nsb")), "{sets:?}");
             assert!(
                 !sets.iter().any(|s| s.starts_with("eg_selected")),
                 "{sets:?}"
