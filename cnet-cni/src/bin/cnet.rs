@@ -9,9 +9,11 @@
 // measurable share of a CNI call's start on a busy node. `std::env::args` still works (glibc
 // hands the arguments to std through `.init_array`); what is lost is the "stack overflow"
 // message on a stack overflow (the process still dies by SIGSEGV). SIGPIPE is ignored as
-// std would: a closed stdout is an error, not a silent death.
-#![no_main]
+// std would: a closed stdout is an error, not a silent death. (The unit-test build keeps
+// the test harness's `main`.)
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(
     _argc: std::ffi::c_int,
@@ -24,6 +26,7 @@ extern "C" fn main(
     run()
 }
 
+#[cfg(not(test))]
 fn run() -> ! {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(cnet_cni::cnet::teardown::REAP_ARG) {
