@@ -165,10 +165,50 @@ impl Programmer {
     /// what we programmed, a full replacement otherwise (first call, drift, unknown outcome,
     /// earlier failure). Tables we programmed before but that `desired` lacks are deleted.
     pub fn sync(&mut self, desired: &Ruleset) -> Result<SyncReport, NftError> {
-        validate(desired)?;
-        let drift = self.detect_drift()?;
+        // `desired` is validated on a helper thread while the drift check and the batch are
+        // prepared; nothing is sent before it passed, and its error comes first.
+        std::thread::scope(|s| {
+            let mut check = Some(
+                std::thread::Builder::new()
+                    .name("nft-validate".into())
+                    .spawn_scoped(s, || validate(desired))
+                    .ok(),
+            );
+            let mut validated = move || match check.take() {
+                Some(Some(h)) => match h.join() {
+                    Ok(r) => r,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Some(None) => validate(desired),
+                None => Ok(()),
+            };
+            let r = self.sync_validating(desired, &mut validated);
+            // An early error (the drift check's) still yields the validation error first.
+            validated()?;
+            r
+        })
+    }
+
+    /// [`Programmer::sync`] once `validated` (which must be called before anything is sent)
+    /// passes.
+    fn sync_validating(
+        &mut self,
+        desired: &Ruleset,
+        validated: &mut dyn FnMut() -> Result<(), NftError>,
+    ) -> Result<SyncReport, NftError> {
+        let drift = match self.detect_drift() {
+            Ok(d) => d,
+            Err(e) => {
+                validated()?;
+                return Err(e);
+            }
+        };
         let changes = match (&self.programmed, drift) {
-            (Some(old), false) => diff(old, desired),
+            (Some(old), false) => {
+                let c = diff(old, desired);
+                validated()?;
+                c
+            }
             (old, _) => {
                 // Full replacement: messages straight from `desired` (no copy of it as a
                 // change list), the same batch as `delete_tables(stale) + replace_all`.
@@ -179,7 +219,7 @@ impl Programmer {
                     .filter(|id| !desired.tables.contains_key(*id))
                     .cloned()
                     .collect();
-                return self.replace(desired, &stale, drift);
+                return self.replace(desired, &stale, drift, validated);
             }
         };
         let kind = if drift || self.programmed.is_none() {
@@ -262,8 +302,10 @@ impl Programmer {
         desired: &Ruleset,
         stale: &std::collections::BTreeSet<TableId>,
         drift: bool,
+        validated: &mut dyn FnMut() -> Result<(), NftError>,
     ) -> Result<SyncReport, NftError> {
         let (msgs, n) = full_msgs(stale, desired);
+        validated()?;
         if msgs.is_empty() {
             return Ok(SyncReport {
                 kind: SyncKind::Full,
