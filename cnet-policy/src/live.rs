@@ -185,6 +185,9 @@ fn fold(mut items: Vec<(Element, u32, Option<Verdict>)>, owners: &[&EndpointId])
     (m, v.into_iter().collect())
 }
 
+/// Endpoints from which [`Live::build`] splits its work over two threads.
+const PARALLEL_MIN_ENDPOINTS: usize = 2048;
+
 impl Live {
     /// Every endpoint's contribution on top of the structure.
     pub(crate) fn build(
@@ -197,13 +200,21 @@ impl Live {
         let eps: Vec<(&EndpointId, &Endpoint)> = inventory.endpoints.iter().collect();
         let st = &structure;
         // Two halves of the endpoints, then two halves of the sets, on this thread and a
-        // helper each (inline when the helper cannot be spawned).
+        // helper each (inline when the helper cannot be spawned, or when the node is small:
+        // a thread start and join costs more than it saves below PARALLEL_MIN_ENDPOINTS, and
+        // on a busy machine the helper may wait milliseconds for a CPU, which a CNI ADD of
+        // one pod among a few hundred pays in full).
+        let parallel = eps.len() >= PARALLEL_MIN_ENDPOINTS;
         let (first, second) = eps.split_at(eps.len() / 2);
         let ((mut owners, mut per_set), rest) = std::thread::scope(|s| {
-            let h = std::thread::Builder::new()
-                .name("live-build".into())
-                .spawn_scoped(s, || gather(st, second, inventory, att, opts, nsets))
-                .ok();
+            let h = parallel
+                .then(|| {
+                    std::thread::Builder::new()
+                        .name("live-build".into())
+                        .spawn_scoped(s, || gather(st, second, inventory, att, opts, nsets))
+                        .ok()
+                })
+                .flatten();
             let a = gather(st, first, inventory, att, opts, nsets);
             let b = match h.map(|h| h.join()) {
                 Some(Ok(b)) => b,
@@ -236,10 +247,14 @@ impl Live {
         };
         let take_tail = || std::mem::take(&mut *tail.lock().unwrap_or_else(|e| e.into_inner()));
         let folded: Vec<Folded> = std::thread::scope(|s| {
-            let h = std::thread::Builder::new()
-                .name("live-fold".into())
-                .spawn_scoped(s, || fold_all(take_tail()))
-                .ok();
+            let h = parallel
+                .then(|| {
+                    std::thread::Builder::new()
+                        .name("live-fold".into())
+                        .spawn_scoped(s, || fold_all(take_tail()))
+                        .ok()
+                })
+                .flatten();
             let mut out = fold_all(per_set);
             let more = match h.map(|h| h.join()) {
                 Some(Ok(more)) => more,
