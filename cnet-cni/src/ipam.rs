@@ -111,37 +111,60 @@ impl IpamPlugin {
     }
 }
 
+/// ADD's inputs: the config, the allocation request (owner and requested addresses) and the
+/// DNS settings.
+fn add_request(req: &Request) -> Result<(IpamConfig, AllocationRequest, Dns), CniError> {
+    req.env.args.check_known(&["IP"])?;
+    let (raw, cfg) = IpamPlugin::config(req)?;
+    let requested = cnet_ipam::requested_addresses(Some(&cni_args_string(&req.env)), &raw)
+        .map_err(|e| ipam_error(&e))?;
+    let dns = match &cfg.resolv_conf {
+        Some(p) => read_resolv_conf(p)?,
+        None => Dns::default(),
+    };
+    let request = AllocationRequest::with_requested(IpamPlugin::owner(req), requested);
+    Ok((cfg, request, dns))
+}
+
+/// ADD's (abbreviated) result for a lease.
+fn add_result(cfg: &IpamConfig, lease: &cnet_ipam::Lease, dns: Dns) -> CniResult {
+    CniResult {
+        interfaces: Vec::new(),
+        ips: lease
+            .addresses
+            .iter()
+            .map(|a| IpConfig {
+                interface: None,
+                address: a.address,
+                gateway: Some(a.gateway),
+            })
+            .collect(),
+        routes: cfg.routes.iter().map(|r| Route::new(r.dst, r.gw)).collect(),
+        dns,
+    }
+}
+
+/// ADD on the disk store (as [`IpamPlugin::on_disk`]) with the lease's flush left to the
+/// caller: the lease is allocated and written, and the returned [`cnet_ipam::PendingSync`]
+/// makes it durable. The caller must not report success before `wait()` returned `Ok`, and
+/// releases the lease (DEL) when it fails (see [`cnet_ipam::DiskAllocator::allocate_deferred`]).
+pub fn add_on_disk_deferred(
+    req: &Request,
+) -> Result<(CniResult, cnet_ipam::PendingSync), CniError> {
+    let (cfg, request, dns) = add_request(req)?;
+    let mut alloc = cnet_ipam::DiskAllocator::open(&cfg).map_err(|e| ipam_error(&e))?;
+    let (lease, sync) = alloc
+        .allocate_deferred(&request)
+        .map_err(|e| ipam_error(&e))?;
+    Ok((add_result(&cfg, &lease, dns), sync))
+}
+
 impl Plugin for IpamPlugin {
     fn add(&mut self, req: &Request) -> Result<CniResult, CniError> {
-        req.env.args.check_known(&["IP"])?;
-        let (raw, cfg) = Self::config(req)?;
-        let requested = cnet_ipam::requested_addresses(Some(&cni_args_string(&req.env)), &raw)
-            .map_err(|e| ipam_error(&e))?;
-        let dns = match &cfg.resolv_conf {
-            Some(p) => read_resolv_conf(p)?,
-            None => Dns::default(),
-        };
+        let (cfg, request, dns) = add_request(req)?;
         let mut alloc = self.allocator(&cfg)?;
-        let lease = alloc
-            .allocate(&AllocationRequest::with_requested(
-                Self::owner(req),
-                requested,
-            ))
-            .map_err(|e| ipam_error(&e))?;
-        Ok(CniResult {
-            interfaces: Vec::new(),
-            ips: lease
-                .addresses
-                .iter()
-                .map(|a| IpConfig {
-                    interface: None,
-                    address: a.address,
-                    gateway: Some(a.gateway),
-                })
-                .collect(),
-            routes: cfg.routes.iter().map(|r| Route::new(r.dst, r.gw)).collect(),
-            dns,
-        })
+        let lease = alloc.allocate(&request).map_err(|e| ipam_error(&e))?;
+        Ok(add_result(&cfg, &lease, dns))
     }
 
     fn del(&mut self, req: &Request) -> Result<(), CniError> {

@@ -80,7 +80,7 @@ mod request;
 mod types;
 
 pub use config::{DEFAULT_DATA_DIR, IpamConfig, Range, RangeSet, Route};
-pub use disk::{DEFAULT_LOCK_TIMEOUT, DiskAllocator, DiskOptions};
+pub use disk::{DEFAULT_LOCK_TIMEOUT, DiskAllocator, DiskOptions, PendingSync};
 pub use error::{CODE_ADDRESS_UNAVAILABLE, CODE_DUPLICATE_ALLOCATION, IpamError, Result};
 pub use memory::MemoryAllocator;
 pub use pool::Pool;

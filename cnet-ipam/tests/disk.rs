@@ -498,3 +498,39 @@ fn leases_survive_a_change_of_ranges() {
     );
     assert_eq!(b.status().expect("status").range_sets[0].used, 3);
 }
+
+#[test]
+fn deferred_allocation_is_visible_at_once_and_synced_by_wait() {
+    let d = tempfile::tempdir().expect("tmp");
+    let opts = DiskOptions {
+        compact_min_records: 4,
+        ..DiskOptions::default()
+    };
+    let mut a = DiskAllocator::open_dir(d.path(), v4(), opts.clone()).expect("open");
+    let mut b = DiskAllocator::open_dir(d.path(), v4(), opts).expect("open");
+    let mut seen = HashSet::new();
+    // The first commit creates the journal (a synced snapshot); later ones append, and a few
+    // compactions by the other handle happen while syncs are still pending.
+    let mut pending = Vec::new();
+    for i in 0..12 {
+        let (lease, sync) = a
+            .allocate_deferred(&AllocationRequest::new(owner(i)))
+            .expect("deferred allocation");
+        assert!(seen.insert(lease.ips()[0]), "address handed out twice");
+        // Another process sees the lease before it is synced and cannot take it.
+        let e = alloc(&mut b, owner(i)).expect_err("duplicate through the other handle");
+        assert!(matches!(e, IpamError::DuplicateAllocation { .. }));
+        let other = alloc(&mut b, owner(100 + i)).expect("other allocation");
+        assert!(seen.insert(other.ips()[0]), "address handed out twice");
+        pending.push(sync);
+    }
+    for s in pending {
+        s.wait().expect("sync");
+    }
+    drop((a, b));
+    let mut c = open(d.path(), &v4());
+    assert_eq!(c.leases().expect("leases").len(), 24);
+    // A failed or abandoned ADD releases its deferred lease like any other.
+    c.release(&owner(3)).expect("release");
+    assert_eq!(c.leases().expect("leases").len(), 23);
+}

@@ -49,6 +49,25 @@ impl<'a> Ipam<'a> {
         }
     }
 
+    /// Allocate, with the in-process IPAM's flush of the lease left to the caller (`None`
+    /// for a delegated IPAM, whose plugin returned only once its lease was stored). See
+    /// [`crate::ipam::add_on_disk_deferred`]: success must not be reported before the
+    /// returned sync's `wait()` returned `Ok`.
+    pub fn add_deferred(
+        &self,
+        req: &Request,
+    ) -> Result<(CniResult, Option<cnet_ipam::PendingSync>), CniError> {
+        let r = for_ipam(req);
+        match self.choice {
+            IpamChoice::InProcess(_) => {
+                crate::ipam::add_on_disk_deferred(&r).map(|(res, sync)| (res, Some(sync)))
+            }
+            IpamChoice::Delegate(t) => {
+                delegate::delegate_add(t, &r.env, &r.stdin, r.version).map(|res| (res, None))
+            }
+        }
+    }
+
     /// Release (idempotent).
     pub fn del(&self, req: &Request) -> Result<(), CniError> {
         self.forward(req, Command::Del)

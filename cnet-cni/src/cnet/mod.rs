@@ -202,6 +202,56 @@ fn node() -> Result<Node, CniError> {
         .map_err(|e| route_error(&e))
 }
 
+/// The flush of an in-process IPAM lease, running on its own thread (an `fdatasync` waits
+/// for the disk, not the CPU, so the ADD's policy and link work overlap it). Dropped without
+/// [`LeaseFlush::finish`] (an error path), it still waits for the flush to end.
+struct LeaseFlush(Option<std::thread::JoinHandle<Result<(), cnet_ipam::IpamError>>>);
+
+impl LeaseFlush {
+    /// Start flushing `durable` (nothing to do for `None`). When no thread can be started the
+    /// flush runs here, before this returns.
+    fn start(durable: Option<cnet_ipam::PendingSync>) -> Result<LeaseFlush, CniError> {
+        let Some(sync) = durable else {
+            return Ok(LeaseFlush(None));
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<cnet_ipam::PendingSync>();
+        let spawned = std::thread::Builder::new()
+            .name("lease-flush".into())
+            .spawn(move || match rx.recv() {
+                Ok(s) => s.wait(),
+                Err(_) => Ok(()),
+            });
+        match spawned {
+            Ok(h) => {
+                // The receiver lives until the thread ends, so this cannot fail.
+                let _ = tx.send(sync);
+                Ok(LeaseFlush(Some(h)))
+            }
+            Err(_) => {
+                sync.wait().map_err(|e| crate::ipam::ipam_error(&e))?;
+                Ok(LeaseFlush(None))
+            }
+        }
+    }
+
+    /// Wait for the flush: `Ok` once the lease is durable.
+    fn finish(mut self) -> Result<(), CniError> {
+        match self.0.take().map(std::thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(r)) => r.map_err(|e| crate::ipam::ipam_error(&e)),
+            Some(Err(_)) => Err(CniError::io("cnet: the IPAM lease flush thread panicked")),
+        }
+    }
+}
+
+impl Drop for LeaseFlush {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// The spec for an attachment (addresses empty when only the owner matters).
 fn spec_of(req: &Request, conf: &CnetConf, ipam: &CniResult) -> EndpointSpec {
     let netns = req.env.netns.clone().unwrap_or_default();
@@ -383,7 +433,10 @@ impl CnetPlugin {
         guard: &mut StateGuard,
     ) -> Result<CniResult, CniError> {
         let (cid, ifname) = req.owner();
-        let ipam = Ipam::new(&conf.ipam).add(req)?;
+        // The lease is written now and flushed on a second thread while policy and links are
+        // set up; joined (below) before the attachment is recorded ready and reported.
+        let (ipam, durable) = Ipam::new(&conf.ipam).add_deferred(req)?;
+        let flush = LeaseFlush::start(durable)?;
         self.trace.phase("ipam");
         if ipam.ips.is_empty() {
             return Err(CniError::invalid_config(
@@ -407,6 +460,10 @@ impl CnetPlugin {
         self.trace.phase("policy");
         let att = mode.attach(&node()?, &spec).map_err(|e| route_error(&e))?;
         self.trace.phase("attach");
+        // The lease is durable before anything reports it (an error here is undone by the
+        // caller like any other: the lease is released, the links removed).
+        flush.finish()?;
+        self.trace.phase("ipam-sync");
         if let Some(rec) = guard.data.endpoint_mut(cid, ifname) {
             rec.addresses = att.addresses.clone();
             rec.phase = Phase::Ready;

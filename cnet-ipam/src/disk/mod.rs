@@ -311,8 +311,14 @@ impl DiskAllocator {
 
     /// Make `events` durable, then apply them to the in-memory state (lock held, state fresh).
     fn commit(&mut self, events: Vec<Event>) -> Result<()> {
+        self.commit_with(events, true).map(drop)
+    }
+
+    /// As [`DiskAllocator::commit`]; with `sync` false an appended record is written but not
+    /// `fdatasync`ed, and the journal file to sync is returned (a snapshot is always synced).
+    fn commit_with(&mut self, events: Vec<Event>, sync: bool) -> Result<Option<File>> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let Some(loaded) = self.state.as_mut() else {
             return Err(self.corrupt(0, "state not loaded"));
@@ -343,7 +349,7 @@ impl DiskAllocator {
                     records: 1,
                 }),
             });
-            return Ok(());
+            return Ok(None);
         }
         let path = self.journal_path();
         let Some(Loaded {
@@ -366,15 +372,24 @@ impl DiskAllocator {
             j.file
                 .write_all_at(&line, j.valid_len)
                 .map_err(io_err("write", &path))?;
-            j.file.sync_data().map_err(io_err("fsync", &path))
+            if sync {
+                j.file.sync_data().map_err(io_err("fsync", &path))?;
+                Ok(None)
+            } else {
+                j.file.try_clone().map(Some).map_err(io_err("dup", &path))
+            }
         })();
-        if let Err(e) = written {
-            // Undo what may have reached the file; then forget our view and re-read next time.
-            let _ = j.file.set_len(j.valid_len);
-            let _ = j.file.sync_data();
-            self.state = None;
-            return Err(e);
-        }
+        let unsynced = match written {
+            Ok(f) => f,
+            Err(e) => {
+                // Undo what may have reached the file; then forget our view and re-read next
+                // time.
+                let _ = j.file.set_len(j.valid_len);
+                let _ = j.file.sync_data();
+                self.state = None;
+                return Err(e);
+            }
+        };
         apply_events(pool, &events).map_err(|r| IpamError::CorruptState {
             path: path.clone(),
             record: j.records + 1,
@@ -383,7 +398,31 @@ impl DiskAllocator {
         j.valid_len += line.len() as u64;
         j.file_len = j.valid_len;
         j.records += 1;
-        Ok(())
+        Ok(unsynced)
+    }
+
+    /// [`Allocator::allocate`], except that the new lease's journal record is written but not
+    /// yet `fdatasync`ed when this returns: the returned [`PendingSync`] makes it durable, so
+    /// a caller can overlap the flush with other work. The lease is visible to other
+    /// processes at once (the journal is under the lock) and survives a `kill -9` of this
+    /// process; it is durable across a power loss only once [`PendingSync::wait`] returned
+    /// `Ok`. Until then the caller must not report the lease as granted; when `wait` fails it
+    /// should release the lease ([`Allocator::release`] writes and syncs a release record).
+    pub fn allocate_deferred(
+        &mut self,
+        request: &AllocationRequest,
+    ) -> Result<(Lease, PendingSync)> {
+        self.locked(|s| {
+            let (lease, event) = s.pool()?.plan_allocate(request)?;
+            let file = s.commit_with(vec![event], false)?;
+            Ok((
+                lease,
+                PendingSync {
+                    file,
+                    path: s.journal_path(),
+                },
+            ))
+        })
     }
 
     /// Replace the journal with `bytes`: temp file, fsync, rename, fsync directory.
@@ -416,6 +455,28 @@ impl DiskAllocator {
             .and_then(|d| d.sync_all())
             .map_err(io_err("fsync", &self.dir))?;
         Ok(f)
+    }
+}
+
+/// A journal record written by [`DiskAllocator::allocate_deferred`] whose flush is still due.
+/// Dropping it without [`PendingSync::wait`] leaves the record to the kernel's writeback.
+#[derive(Debug)]
+#[must_use = "the lease is not durable until wait() returned Ok"]
+pub struct PendingSync {
+    /// The journal (a duplicate descriptor); `None` when the commit was already synced.
+    file: Option<File>,
+    path: PathBuf,
+}
+
+impl PendingSync {
+    /// `fdatasync` the journal the record was appended to. Another process may have
+    /// compacted the journal meanwhile: its snapshot, which holds this record, was synced
+    /// before it replaced the file, and syncing the old file is then harmless.
+    pub fn wait(self) -> Result<()> {
+        match &self.file {
+            Some(f) => f.sync_data().map_err(io_err("fsync", &self.path)),
+            None => Ok(()),
+        }
     }
 }
 
