@@ -159,7 +159,9 @@ impl Workload {
             let ns = i % namespaces;
             let k = i / namespaces;
             let app = k % APPS;
-            let (subjects, from, ports, named) = match k % 4 {
+            // The shape cycles with the policy's index, so every scale mixes all four (with
+            // `k % 4` alone, 100 policies over 100 namespaces were all app-tier policies).
+            let (subjects, from, ports, named) = match (i + k) % 4 {
                 0 => (
                     Sel::NsApp(ns, app),
                     Source::Pods(Sel::NsApp(ns, (app + 1) % APPS)),
