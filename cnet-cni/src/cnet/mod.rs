@@ -56,6 +56,7 @@
 //! [`CODE_POLICY`].
 
 pub mod conf;
+pub mod helper;
 pub mod identity;
 pub mod ipam_backend;
 pub mod policy;
@@ -89,6 +90,17 @@ pub const CODE_POLICY: u32 = 112;
 pub trait PolicySync {
     /// Make the kernel match `state` (endpoints and policies), in one transaction.
     fn sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError>;
+
+    /// Start preparing the next sync from the node state directory (e.g. on a helper
+    /// thread); may be called before the lock is taken (the sync checks what was prepared
+    /// against the directory under the lock). Default: nothing.
+    fn prepare(&mut self, _conf: &CnetConf) {}
+
+    /// Wait for what the last sync left running (e.g. writing its record); call before the
+    /// node state lock is released. Default: nothing.
+    fn settle(&mut self) -> Result<(), CniError> {
+        Ok(())
+    }
 
     /// Release what the last sync kept (e.g. its nftables socket). Default: nothing.
     fn release(&mut self) {}
@@ -205,7 +217,7 @@ fn node() -> Result<Node, CniError> {
 /// The flush of an in-process IPAM lease, running on its own thread (an `fdatasync` waits
 /// for the disk, not the CPU, so the ADD's policy and link work overlap it). Dropped without
 /// [`LeaseFlush::finish`] (an error path), it still waits for the flush to end.
-struct LeaseFlush(Option<std::thread::JoinHandle<Result<(), cnet_ipam::IpamError>>>);
+struct LeaseFlush(Option<helper::Helper<Result<(), cnet_ipam::IpamError>>>);
 
 impl LeaseFlush {
     /// Start flushing `durable` (nothing to do for `None`). When no thread can be started the
@@ -214,20 +226,9 @@ impl LeaseFlush {
         let Some(sync) = durable else {
             return Ok(LeaseFlush(None));
         };
-        let (tx, rx) = std::sync::mpsc::channel::<cnet_ipam::PendingSync>();
-        let spawned = std::thread::Builder::new()
-            .name("lease-flush".into())
-            .spawn(move || match rx.recv() {
-                Ok(s) => s.wait(),
-                Err(_) => Ok(()),
-            });
-        match spawned {
-            Ok(h) => {
-                // The receiver lives until the thread ends, so this cannot fail.
-                let _ = tx.send(sync);
-                Ok(LeaseFlush(Some(h)))
-            }
-            Err(_) => {
+        match helper::spawn_with("lease-flush", sync, cnet_ipam::PendingSync::wait) {
+            Ok(h) => Ok(LeaseFlush(Some(h))),
+            Err(sync) => {
                 sync.wait().map_err(|e| crate::ipam::ipam_error(&e))?;
                 Ok(LeaseFlush(None))
             }
@@ -236,10 +237,10 @@ impl LeaseFlush {
 
     /// Wait for the flush: `Ok` once the lease is durable.
     fn finish(mut self) -> Result<(), CniError> {
-        match self.0.take().map(std::thread::JoinHandle::join) {
+        match self.0.take().map(helper::Helper::join) {
             None => Ok(()),
-            Some(Ok(r)) => r.map_err(|e| crate::ipam::ipam_error(&e)),
-            Some(Err(_)) => Err(CniError::io("cnet: the IPAM lease flush thread panicked")),
+            Some(Some(r)) => r.map_err(|e| crate::ipam::ipam_error(&e)),
+            Some(None) => Err(CniError::io("cnet: the IPAM lease flush thread panicked")),
         }
     }
 }
@@ -328,7 +329,14 @@ impl CnetPlugin {
         NodeState::new(&conf.policy.state_dir, conf.policy.lock_timeout).lock()
     }
 
+    /// Sync policy and wait for all of it (its record too).
     fn sync(&mut self, conf: &CnetConf, data: &StateData) -> Result<(), CniError> {
+        self.sync_unsettled(conf, data)?;
+        self.policy.settle()
+    }
+
+    /// Sync policy; what it leaves running is waited for by [`PolicySync::settle`].
+    fn sync_unsettled(&mut self, conf: &CnetConf, data: &StateData) -> Result<(), CniError> {
         if conf.policy.enabled {
             self.policy.sync(conf, data)
         } else {
@@ -453,8 +461,9 @@ impl CnetPlugin {
         if let Some(rec) = guard.data.endpoint_mut(cid, ifname) {
             rec.addresses = plan.addresses.iter().map(|a| a.address).collect();
         }
-        // Policy before traffic: the endpoint's rules exist before its interface does.
-        self.sync(conf, &guard.data).map_err(|e| {
+        // Policy before traffic: the endpoint's rules exist before its interface does. (The
+        // record of what was programmed is written meanwhile; settled below.)
+        self.sync_unsettled(conf, &guard.data).map_err(|e| {
             CniError::new(ErrorCode::Other(CODE_POLICY), e.msg).with_details(e.details)
         })?;
         self.trace.phase("policy");
@@ -463,7 +472,8 @@ impl CnetPlugin {
         // The lease is durable before anything reports it (an error here is undone by the
         // caller like any other: the lease is released, the links removed).
         flush.finish()?;
-        self.trace.phase("ipam-sync");
+        self.policy.settle()?;
+        self.trace.phase("settle");
         if let Some(rec) = guard.data.endpoint_mut(cid, ifname) {
             rec.addresses = att.addresses.clone();
             rec.phase = Phase::Ready;
@@ -518,14 +528,36 @@ impl CnetPlugin {
     fn del_locked(&mut self, req: &Request, conf: &CnetConf) -> Result<(), CniError> {
         let conf = conf.clone();
         let mut guard = Self::lock(&conf)?;
+        let known = guard
+            .data
+            .endpoint(&req.env.container_id, &req.env.ifname)
+            .is_some();
+        if conf.policy.enabled && known {
+            // Read and rebuild the programmed policy state while the lease is released.
+            self.policy.prepare(&conf);
+        }
         self.trace.phase("lock");
+        let result = self.del_records(req, &conf, &mut guard);
+        // Nothing runs on after the lock is released.
+        let _ = self.policy.settle();
+        drop(guard);
+        result
+    }
+
+    /// DEL's work under the lock.
+    fn del_records(
+        &mut self,
+        req: &Request,
+        conf: &CnetConf,
+        guard: &mut StateGuard,
+    ) -> Result<(), CniError> {
         let released = Ipam::new(&conf.ipam).del(req);
         self.trace.phase("ipam");
         let removed = guard
             .data
             .remove_endpoint(&req.env.container_id, &req.env.ifname);
         if removed.is_some() {
-            let synced = self.sync(&conf, &guard.data);
+            let synced = self.sync(conf, &guard.data);
             self.trace.phase("policy");
             // Volatile: a power loss that undoes it leaves a record of links that died with
             // the node; DEL again or GC removes it.
@@ -595,9 +627,26 @@ impl Plugin for CnetPlugin {
         requested_mac(req)?;
         check_netns(req)?;
         self.trace.phase("parse");
-        let mut guard = Self::lock(&conf)?;
+        if conf.policy.enabled {
+            // Read and rebuild the programmed policy state while the lock is taken, the
+            // endpoint recorded and its address allocated (checked against the file under
+            // the lock before it is used).
+            self.policy.prepare(&conf);
+        }
+        let guard = Self::lock(&conf);
         self.trace.phase("lock");
-        self.add_locked(req, &conf, id, &mut guard)
+        let mut guard = match guard {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = self.policy.settle();
+                return Err(e);
+            }
+        };
+        let result = self.add_locked(req, &conf, id, &mut guard);
+        // Nothing runs on after the lock is released (on success this already happened).
+        let _ = self.policy.settle();
+        drop(guard);
+        result
     }
 
     fn del(&mut self, req: &Request) -> Result<(), CniError> {

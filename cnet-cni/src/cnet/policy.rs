@@ -7,6 +7,10 @@
 //!   to the new inputs and sends only the difference. The file is removed *before* programming,
 //!   so a process killed mid-sync leaves no claim about the kernel and the next sync replaces
 //!   the table whole. A failed incremental batch is retried once as a full replacement.
+//!   The plugin reads and rebuilds the saved state on a helper thread from the start of ADD
+//!   (and of DEL, under the lock) and checks it against the file's bytes under the lock
+//!   ([`Prepared`]); the new record is written on a helper while the pod is attached and
+//!   joined before the lock is released ([`EngineSync`]).
 //! - **Fail closed.** ADD syncs the endpoint (addresses, host interface, labels) before the
 //!   pod's interface is created, so its rules exist before it can carry a packet. An endpoint
 //!   whose labels are expected from an outside source and have not arrived is programmed as
@@ -16,6 +20,7 @@
 
 use crate::cnet::PolicySync;
 use crate::cnet::conf::CnetConf;
+use crate::cnet::helper::{Helper, spawn_with};
 use crate::cnet::state::{EndpointRecord, StateData, StoredPolicy};
 use crate::error::{CniError, ErrorCode};
 use cnet_policy::admin::AdminPolicyObject;
@@ -304,7 +309,7 @@ fn apply_inputs(e: &mut Engine, from: &EngineState, to: &EngineState) -> Result<
 }
 
 fn read_programmed(dir: &Path) -> Option<EngineState> {
-    let bytes = std::fs::read(dir.join(PROGRAMMED_FILE)).ok()?;
+    let bytes = read_programmed_bytes(dir)?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -318,26 +323,117 @@ fn write_programmed(dir: &Path, st: &EngineState) -> Result<(), CniError> {
         .map_err(|e| CniError::io(format!("write {}: {e}", path.display())))
 }
 
+/// What a sync starts from: the inputs recorded in `programmed.json` by the last successful
+/// sync and the engine rebuilt from them ([`Engine::from_state`]). Reading and rebuilding
+/// depend only on the file's bytes, so [`prepare`] can run on another thread, even before the
+/// node state lock is taken: [`Prepared::current`] (under the lock) compares the bytes with
+/// the file's and rebuilds only when they differ.
+pub struct Prepared {
+    /// The file's contents (`None`: no file).
+    bytes: Option<Vec<u8>>,
+    saved: Option<EngineState>,
+    engine: Option<Result<Engine, cnet_policy::engine::EngineError>>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("saved", &self.saved.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    fn from_bytes(bytes: Option<Vec<u8>>) -> Prepared {
+        let saved: Option<EngineState> = bytes
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok());
+        let engine = saved.as_ref().map(Engine::from_state);
+        Prepared {
+            bytes,
+            saved,
+            engine,
+        }
+    }
+
+    /// This start if `programmed.json` in `dir` still holds the bytes it was prepared from,
+    /// else one prepared from the file as it is now. Call with the node state lock held:
+    /// the result then stands for the file the sync replaces.
+    pub fn current(self, dir: &Path) -> Prepared {
+        let now = read_programmed_bytes(dir);
+        if now == self.bytes {
+            self
+        } else {
+            Prepared::from_bytes(now)
+        }
+    }
+}
+
+fn read_programmed_bytes(dir: &Path) -> Option<Vec<u8>> {
+    std::fs::read(dir.join(PROGRAMMED_FILE)).ok()
+}
+
+/// Read `programmed.json` in `dir` and rebuild its engine. Without the node state lock the
+/// file may change meanwhile: check the result with [`Prepared::current`] under the lock.
+pub fn prepare(dir: &Path) -> Prepared {
+    Prepared::from_bytes(read_programmed_bytes(dir))
+}
+
 /// Program the kernel (in the calling thread's netns) for `data`, state kept in `dir`. Call
 /// with the node state lock held. Returns the engine (for rendering and explaining).
 pub fn sync_state(dir: &Path, data: &StateData) -> Result<Engine, CniError> {
+    let (engine, record) = sync_state_from(dir, data, prepare(dir))?;
+    record.write()?;
+    Ok(engine)
+}
+
+/// The record of a successful sync, still to be written to `programmed.json`
+/// ([`ProgrammedRecord::write`]) while the lock is held: until it is, the state directory
+/// claims nothing about the kernel (the next sync replaces the table whole).
+#[derive(Debug)]
+#[must_use = "the next sync replaces the table whole unless the record is written"]
+pub struct ProgrammedRecord {
+    dir: PathBuf,
+    state: EngineState,
+}
+
+impl ProgrammedRecord {
+    /// Write `programmed.json` (atomically: temporary file, rename).
+    pub fn write(self) -> Result<(), CniError> {
+        write_programmed(&self.dir, &self.state)
+    }
+}
+
+/// [`sync_state`] from a [`Prepared`] start (checked against the file here, so it may have
+/// been prepared before the lock was taken), leaving the record of the programmed inputs to
+/// the caller. Call with the node state lock held.
+pub fn sync_state_from(
+    dir: &Path,
+    data: &StateData,
+    prepared: Prepared,
+) -> Result<(Engine, ProgrammedRecord), CniError> {
     let desired = engine_state(data)?;
-    let saved = read_programmed(dir).filter(|s| s.mode == desired.mode && s.table == desired.table);
+    let usable = |s: &EngineState| s.mode == desired.mode && s.table == desired.table;
+    let (saved, rebuilt) = match prepared.current(dir) {
+        Prepared {
+            saved: Some(s),
+            engine: Some(e),
+            ..
+        } if usable(&s) => (Some(s), Some(e)),
+        _ => (None, None),
+    };
     // No claim about the kernel while we change it.
     match std::fs::remove_file(dir.join(PROGRAMMED_FILE)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(CniError::io(format!("{}: {e}", dir.display()))),
     }
-    let mut engine = match &saved {
-        Some(s) => match Engine::from_state(s) {
-            Ok(mut e) => {
-                apply_inputs(&mut e, s, &desired)?;
-                e
-            }
-            Err(_) => engine_for(data)?,
-        },
-        None => engine_for(data)?,
+    let mut engine = match (&saved, rebuilt) {
+        (Some(s), Some(Ok(mut e))) => {
+            apply_inputs(&mut e, s, &desired)?;
+            e
+        }
+        _ => engine_for(data)?,
     };
     if let Err(first) = engine.sync() {
         // The kernel was not as assumed: replace the table whole.
@@ -346,8 +442,13 @@ pub fn sync_state(dir: &Path, data: &StateData) -> Result<Engine, CniError> {
             .sync()
             .map_err(|e| policy_error(format!("programming nftables: {e} (after: {first})")))?;
     }
-    write_programmed(dir, &desired)?;
-    Ok(engine)
+    Ok((
+        engine,
+        ProgrammedRecord {
+            dir: dir.to_path_buf(),
+            state: desired,
+        },
+    ))
 }
 
 /// CHECK's policy half: the last successful sync programmed this endpoint with its current
@@ -384,28 +485,96 @@ pub fn check_programmed(dir: &Path, rec: &EndpointRecord) -> Result<(), String> 
 /// a reaper started meanwhile inherits the socket, and closing it (which waits for the
 /// kernel's deferred nf_tables destroy work) is then the reaper's cost (see
 /// [`crate::cnet::teardown`]).
+///
+/// Off the critical path, on helper threads: [`PolicySync::prepare`] reads and rebuilds the
+/// programmed state while the caller works on; a sync's record (`programmed.json`) is
+/// written while the caller attaches, and [`PolicySync::settle`] waits for it.
 #[derive(Default)]
 pub struct EngineSync {
     last: Option<Engine>,
+    preparing: Option<(PathBuf, Helper<Prepared>)>,
+    recording: Option<Helper<Result<(), CniError>>>,
 }
 
 impl std::fmt::Debug for EngineSync {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineSync")
             .field("holds_engine", &self.last.is_some())
+            .field("preparing", &self.preparing.is_some())
+            .field("recording", &self.recording.is_some())
             .finish()
     }
 }
 
+impl EngineSync {
+    /// The start for a sync in `dir`: the helper's, when it prepared that directory (checked
+    /// against the file by [`sync_state_from`]), else read here.
+    fn take_prepared(&mut self, dir: &Path) -> Prepared {
+        match self.preparing.take() {
+            Some((d, h)) if d == dir => h.join().unwrap_or_else(|| prepare(dir)),
+            Some((_, h)) => {
+                let _ = h.join();
+                prepare(dir)
+            }
+            None => prepare(dir),
+        }
+    }
+}
+
 impl PolicySync for EngineSync {
+    fn prepare(&mut self, conf: &CnetConf) {
+        self.settle_quietly();
+        let dir = conf.policy.state_dir.clone();
+        if let Ok(h) = spawn_with("policy-prepare", dir.clone(), |d| prepare(&d)) {
+            self.preparing = Some((dir, h));
+        }
+    }
+
     fn sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError> {
         self.last = None;
-        self.last = Some(sync_state(&conf.policy.state_dir, state)?);
+        self.settle_record()?;
+        let dir = &conf.policy.state_dir;
+        let prepared = self.take_prepared(dir);
+        let (engine, record) = sync_state_from(dir, state, prepared)?;
+        self.last = Some(engine);
+        match spawn_with("policy-record", record, ProgrammedRecord::write) {
+            Ok(h) => self.recording = Some(h),
+            Err(record) => record.write()?,
+        }
         Ok(())
     }
 
+    fn settle(&mut self) -> Result<(), CniError> {
+        if let Some((_, h)) = self.preparing.take() {
+            let _ = h.join();
+        }
+        self.settle_record()
+    }
+
     fn release(&mut self) {
+        self.settle_quietly();
         self.last = None;
+    }
+}
+
+impl EngineSync {
+    /// Wait for the last sync's record to be written.
+    fn settle_record(&mut self) -> Result<(), CniError> {
+        match self.recording.take().map(Helper::join) {
+            None => Ok(()),
+            Some(Some(r)) => r,
+            Some(None) => Err(CniError::io("the policy record thread panicked")),
+        }
+    }
+
+    fn settle_quietly(&mut self) {
+        let _ = self.settle();
+    }
+}
+
+impl Drop for EngineSync {
+    fn drop(&mut self) {
+        self.settle_quietly();
     }
 }
 
