@@ -159,6 +159,19 @@ pub fn add_on_disk_deferred(
     Ok((add_result(&cfg, &lease, dns), sync))
 }
 
+/// DEL on the disk store (as [`IpamPlugin::on_disk`]) with the release's flush left to the
+/// caller ([`cnet_ipam::DiskAllocator::release_deferred`]): report success only once the
+/// returned sync's `wait()` returned `Ok`.
+pub fn del_on_disk_deferred(req: &Request) -> Result<cnet_ipam::PendingSync, CniError> {
+    req.env.args.check_known(&["IP"])?;
+    let (_, cfg) = IpamPlugin::config(req)?;
+    let mut alloc = cnet_ipam::DiskAllocator::open(&cfg).map_err(|e| ipam_error(&e))?;
+    alloc
+        .release_deferred(&IpamPlugin::owner(req))
+        .map(|(_, sync)| sync)
+        .map_err(|e| ipam_error(&e))
+}
+
 impl Plugin for IpamPlugin {
     fn add(&mut self, req: &Request) -> Result<CniResult, CniError> {
         let (cfg, request, dns) = add_request(req)?;

@@ -533,4 +533,19 @@ fn deferred_allocation_is_visible_at_once_and_synced_by_wait() {
     // A failed or abandoned ADD releases its deferred lease like any other.
     c.release(&owner(3)).expect("release");
     assert_eq!(c.leases().expect("leases").len(), 23);
+    // A deferred release frees the address for others at once.
+    let (gone, sync) = c.release_deferred(&owner(4)).expect("deferred release");
+    let freed = gone.expect("owner 4 held a lease").ips()[0];
+    let mut e = open(d.path(), &v4());
+    assert!(
+        e.leases()
+            .expect("leases")
+            .iter()
+            .all(|l| l.ips()[0] != freed)
+    );
+    sync.wait().expect("sync");
+    let (none, sync) = c.release_deferred(&owner(4)).expect("idempotent");
+    assert!(none.is_none());
+    sync.wait().expect("nothing to sync");
+    assert_eq!(e.leases().expect("leases").len(), 22);
 }

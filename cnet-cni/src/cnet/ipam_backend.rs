@@ -73,6 +73,16 @@ impl<'a> Ipam<'a> {
         self.forward(req, Command::Del)
     }
 
+    /// Release, with the in-process IPAM's flush left to the caller (`None` for a delegated
+    /// IPAM, whose plugin returned only once the release was stored). See
+    /// [`crate::ipam::del_on_disk_deferred`].
+    pub fn del_deferred(&self, req: &Request) -> Result<Option<cnet_ipam::PendingSync>, CniError> {
+        match self.choice {
+            IpamChoice::InProcess(_) => crate::ipam::del_on_disk_deferred(&for_ipam(req)).map(Some),
+            IpamChoice::Delegate(_) => self.del(req).map(|()| None),
+        }
+    }
+
     /// Verify the lease against `prevResult`.
     pub fn check(&self, req: &Request) -> Result<(), CniError> {
         self.forward(req, Command::Check)

@@ -214,7 +214,7 @@ fn node() -> Result<Node, CniError> {
         .map_err(|e| route_error(&e))
 }
 
-/// The flush of an in-process IPAM lease, running on its own thread (an `fdatasync` waits
+/// The flush of an in-process IPAM lease (or release), running on its own thread (an `fdatasync` waits
 /// for the disk, not the CPU, so the ADD's policy and link work overlap it). Dropped without
 /// [`LeaseFlush::finish`] (an error path), it still waits for the flush to end.
 struct LeaseFlush(Option<helper::Helper<Result<(), cnet_ipam::IpamError>>>);
@@ -551,7 +551,11 @@ impl CnetPlugin {
         conf: &CnetConf,
         guard: &mut StateGuard,
     ) -> Result<(), CniError> {
-        let released = Ipam::new(&conf.ipam).del(req);
+        // The release record is flushed on a second thread while policy is synced and the
+        // record committed; joined before DEL reports.
+        let flush = Ipam::new(&conf.ipam)
+            .del_deferred(req)
+            .and_then(LeaseFlush::start);
         self.trace.phase("ipam");
         let removed = guard
             .data
@@ -565,6 +569,8 @@ impl CnetPlugin {
             self.trace.phase("commit");
             synced?;
         }
+        let released = flush.and_then(LeaseFlush::finish);
+        self.trace.phase("ipam-sync");
         released
     }
 

@@ -425,6 +425,27 @@ impl DiskAllocator {
         })
     }
 
+    /// [`Allocator::release`], except that the release record is written but not yet
+    /// `fdatasync`ed when this returns (see [`DiskAllocator::allocate_deferred`]): the address
+    /// is free for other processes at once; the caller reports the release only once
+    /// [`PendingSync::wait`] returned `Ok`. Until then a power loss may bring the lease back
+    /// (it is then collected like any lease of a vanished attachment, by DEL again or GC).
+    pub fn release_deferred(&mut self, owner: &Owner) -> Result<(Option<Lease>, PendingSync)> {
+        self.locked(|s| {
+            let path = s.journal_path();
+            let Some(lease) = s.pool()?.lease(owner).cloned() else {
+                return Ok((None, PendingSync { file: None, path }));
+            };
+            let file = s.commit_with(
+                vec![Event::Release {
+                    owner: owner.clone(),
+                }],
+                false,
+            )?;
+            Ok((Some(lease), PendingSync { file, path }))
+        })
+    }
+
     /// Replace the journal with `bytes`: temp file, fsync, rename, fsync directory.
     fn write_atomic(&self, bytes: &[u8]) -> Result<File> {
         let nanos = SystemTime::now()
