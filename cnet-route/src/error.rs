@@ -139,6 +139,13 @@ pub enum Error {
         /// Its kind.
         kind: Option<String>,
     },
+    /// The caller's gate ([`crate::IntraNode::attach_gated`]) refused to let the pod's
+    /// interface go up; the pair was deleted.
+    #[error("attach stopped before the pod's interface went up: {reason}")]
+    Gate {
+        /// What the gate reported.
+        reason: String,
+    },
     /// An interface this call created disappeared before it was configured.
     #[error("interface {name:?} ({side}): disappeared while being configured")]
     Vanished {

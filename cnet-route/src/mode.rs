@@ -123,7 +123,22 @@ pub trait IntraNode: Sync {
     /// Create the pod's interface and everything it needs. On error nothing created by this
     /// call is left behind (the node bridge and node-wide sysctls, being shared, stay).
     fn attach(&self, node: &Node, spec: &EndpointSpec) -> Result<Attachment, Error> {
-        shell::attach(self, node, spec)
+        shell::attach(self, node, spec, &mut || Ok(()))
+    }
+
+    /// [`attach`](Self::attach), calling `gate` once the veth pair exists (both ends down)
+    /// and before either end goes up: nothing the pod sends or receives can pass before
+    /// `gate` returned `Ok`, so a caller can finish work the pod's traffic depends on (e.g.
+    /// its policy) concurrently with the link creation. `Err(reason)` stops the attach
+    /// ([`Error::Gate`]) and deletes the pair; `gate` is not called when the attach fails
+    /// earlier.
+    fn attach_gated(
+        &self,
+        node: &Node,
+        spec: &EndpointSpec,
+        gate: &mut (dyn FnMut() -> Result<(), String> + Send),
+    ) -> Result<Attachment, Error> {
+        shell::attach(self, node, spec, gate)
     }
 
     /// Remove the attachment. Idempotent: a missing link or pod namespace is success. Only

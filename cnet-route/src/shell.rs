@@ -102,6 +102,7 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
     mode: &M,
     node: &Node,
     spec: &EndpointSpec,
+    gate: &mut (dyn FnMut() -> Result<(), String> + Send),
 ) -> Result<Attachment, Error> {
     // Everything that can be checked without the kernel is checked before touching it.
     let checked = mode.plan(spec, spec.mtu.unwrap_or(FALLBACK_MTU))?;
@@ -132,6 +133,7 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
                 plan,
                 (&spec.container_id, &spec.ifname),
                 (&forwarding, inline),
+                gate,
             )
             .await
         })
@@ -229,6 +231,7 @@ async fn attach_plan(
     plan: EndpointPlan,
     owner: (&str, &str),
     (forwarding, inline): (&[(u8, bool)], bool),
+    gate: &mut (dyn FnMut() -> Result<(), String> + Send),
 ) -> Result<Attachment, Error> {
     // Node-wide settings and the shared bridge are infrastructure: not undone on failure.
     for s in plan.sysctls.iter().filter(|s| s.interface.is_none()) {
@@ -275,7 +278,12 @@ async fn attach_plan(
         }
     };
     // From here on the veth pair is ours: any failure deletes it (which also removes every
-    // route, address and neighbour entry on either end).
+    // route, address and neighbour entry on either end). Both ends are still down: the
+    // caller's gate runs before anything can carry a packet.
+    if let Err(reason) = gate() {
+        let _ = node.delete_link(&v.host).await;
+        return Err(Error::Gate { reason });
+    }
     match configure(node, pod, (node_ns, pod_ns, inline), &plan, echoed).await {
         Ok(pod_ifindex) => Ok(Attachment {
             host_ifname: v.host.clone(),

@@ -25,8 +25,9 @@
 //!
 //! # Commands
 //! - **ADD**: lock the node state → record the endpoint as *pending* (intent) → allocate →
-//!   program the endpoint's policy → attach (the pod's interface exists only after its policy
-//!   does) → record *ready*. Any failure undoes address, links, routes and policy, and the
+//!   program the endpoint's policy (on a helper thread) while the veth pair is created; the
+//!   pair's ends go up only once the policy is in the kernel
+//!   ([`cnet_route::IntraNode::attach_gated`]) → wait for the lease's flush → record *ready*. Any failure undoes address, links, routes and policy, and the
 //!   record. A stale *pending* record of the same attachment (a killed ADD) is cleaned first.
 //!   Labels an operator set with `cnetctl label` for the pod `namespace/name` are kept in the
 //!   node state apart from the endpoint record and reapplied here, so a restarted container
@@ -87,7 +88,7 @@ pub const CODE_NOT_ATTACHED: u32 = 111;
 pub const CODE_POLICY: u32 = 112;
 
 /// What programs policy for the node state after each change (under the state lock).
-pub trait PolicySync {
+pub trait PolicySync: Send {
     /// Make the kernel match `state` (endpoints and policies), in one transaction.
     fn sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError>;
 
@@ -95,6 +96,18 @@ pub trait PolicySync {
     /// thread); may be called before the lock is taken (the sync checks what was prepared
     /// against the directory under the lock). Default: nothing.
     fn prepare(&mut self, _conf: &CnetConf) {}
+
+    /// Start [`PolicySync::sync`] (e.g. on a helper thread); [`PolicySync::wait_programmed`]
+    /// returns its outcome once the kernel is programmed. Default: sync here.
+    fn start_sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError> {
+        self.sync(conf, state)
+    }
+
+    /// Wait for the sync [`PolicySync::start_sync`] started: `Ok` once the kernel holds it.
+    /// Default: nothing to wait for.
+    fn wait_programmed(&mut self) -> Result<(), CniError> {
+        Ok(())
+    }
 
     /// Wait for what the last sync left running (e.g. writing its record); call before the
     /// node state lock is released. Default: nothing.
@@ -461,13 +474,38 @@ impl CnetPlugin {
         if let Some(rec) = guard.data.endpoint_mut(cid, ifname) {
             rec.addresses = plan.addresses.iter().map(|a| a.address).collect();
         }
-        // Policy before traffic: the endpoint's rules exist before its interface does. (The
-        // record of what was programmed is written meanwhile; settled below.)
-        self.sync_unsettled(conf, &guard.data).map_err(|e| {
+        // Policy before traffic: the endpoint's rules are programmed (on a helper thread)
+        // while its links are created, and both ends of the pair go up only once they are
+        // (the attach's gate). The record of what was programmed is written meanwhile;
+        // settled below.
+        let policy_error = |e: CniError| {
             CniError::new(ErrorCode::Other(CODE_POLICY), e.msg).with_details(e.details)
-        })?;
+        };
+        if conf.policy.enabled {
+            self.policy
+                .start_sync(conf, &guard.data)
+                .map_err(policy_error)?;
+        }
         self.trace.phase("policy");
-        let att = mode.attach(&node()?, &spec).map_err(|e| route_error(&e))?;
+        let mut refused: Option<CniError> = None;
+        let policy = &mut self.policy;
+        let mut gate = || -> Result<(), String> {
+            policy.wait_programmed().map_err(|e| {
+                let reason = e.msg.clone();
+                refused = Some(e);
+                reason
+            })
+        };
+        let attached = mode.attach_gated(&node()?, &spec, &mut gate);
+        let att = match attached {
+            Ok(a) => a,
+            Err(e) => {
+                return Err(match refused {
+                    Some(p) => policy_error(p),
+                    None => route_error(&e),
+                });
+            }
+        };
         self.trace.phase("attach");
         // The lease is durable before anything reports it (an error here is undone by the
         // caller like any other: the lease is released, the links removed).

@@ -493,7 +493,35 @@ pub fn check_programmed(dir: &Path, rec: &EndpointRecord) -> Result<(), String> 
 pub struct EngineSync {
     last: Option<Engine>,
     preparing: Option<(PathBuf, Helper<Prepared>)>,
+    programming: Option<Helper<Programmed>>,
     recording: Option<Helper<Result<(), CniError>>>,
+}
+
+/// What a sync on a helper thread hands back.
+type Programmed = Result<(Engine, ProgrammedRecord), CniError>;
+
+/// A sync to run on a helper thread: the state directory, the node state, and what was
+/// being prepared for it.
+struct Background {
+    dir: PathBuf,
+    data: StateData,
+    preparing: Option<(PathBuf, Helper<Prepared>)>,
+}
+
+fn take_prepared(dir: &Path, preparing: Option<(PathBuf, Helper<Prepared>)>) -> Prepared {
+    match preparing {
+        Some((d, h)) if d == dir => h.join().unwrap_or_else(|| prepare(dir)),
+        Some((_, h)) => {
+            let _ = h.join();
+            prepare(dir)
+        }
+        None => prepare(dir),
+    }
+}
+
+fn run_background(b: Background) -> Programmed {
+    let prepared = take_prepared(&b.dir, b.preparing);
+    sync_state_from(&b.dir, &b.data, prepared)
 }
 
 impl std::fmt::Debug for EngineSync {
@@ -501,6 +529,7 @@ impl std::fmt::Debug for EngineSync {
         f.debug_struct("EngineSync")
             .field("holds_engine", &self.last.is_some())
             .field("preparing", &self.preparing.is_some())
+            .field("programming", &self.programming.is_some())
             .field("recording", &self.recording.is_some())
             .finish()
     }
@@ -510,14 +539,17 @@ impl EngineSync {
     /// The start for a sync in `dir`: the helper's, when it prepared that directory (checked
     /// against the file by [`sync_state_from`]), else read here.
     fn take_prepared(&mut self, dir: &Path) -> Prepared {
-        match self.preparing.take() {
-            Some((d, h)) if d == dir => h.join().unwrap_or_else(|| prepare(dir)),
-            Some((_, h)) => {
-                let _ = h.join();
-                prepare(dir)
-            }
-            None => prepare(dir),
+        take_prepared(dir, self.preparing.take())
+    }
+
+    /// Keep a sync's engine and write its record on a helper thread.
+    fn programmed(&mut self, engine: Engine, record: ProgrammedRecord) -> Result<(), CniError> {
+        self.last = Some(engine);
+        match spawn_with("policy-record", record, ProgrammedRecord::write) {
+            Ok(h) => self.recording = Some(h),
+            Err(record) => record.write()?,
         }
+        Ok(())
     }
 }
 
@@ -531,24 +563,51 @@ impl PolicySync for EngineSync {
     }
 
     fn sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError> {
+        let _ = self.wait_programmed();
         self.last = None;
         self.settle_record()?;
         let dir = &conf.policy.state_dir;
         let prepared = self.take_prepared(dir);
         let (engine, record) = sync_state_from(dir, state, prepared)?;
-        self.last = Some(engine);
-        match spawn_with("policy-record", record, ProgrammedRecord::write) {
-            Ok(h) => self.recording = Some(h),
-            Err(record) => record.write()?,
+        self.programmed(engine, record)
+    }
+
+    fn start_sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError> {
+        let _ = self.wait_programmed();
+        self.last = None;
+        self.settle_record()?;
+        let job = Background {
+            dir: conf.policy.state_dir.clone(),
+            data: state.clone(),
+            preparing: self.preparing.take(),
+        };
+        match spawn_with("policy-sync", job, run_background) {
+            Ok(h) => {
+                self.programming = Some(h);
+                Ok(())
+            }
+            Err(job) => {
+                let (engine, record) = run_background(job)?;
+                self.programmed(engine, record)
+            }
         }
-        Ok(())
+    }
+
+    fn wait_programmed(&mut self) -> Result<(), CniError> {
+        match self.programming.take().map(Helper::join) {
+            None => Ok(()),
+            Some(Some(Ok((engine, record)))) => self.programmed(engine, record),
+            Some(Some(Err(e))) => Err(e),
+            Some(None) => Err(CniError::io("the policy sync thread panicked")),
+        }
     }
 
     fn settle(&mut self) -> Result<(), CniError> {
         if let Some((_, h)) = self.preparing.take() {
             let _ = h.join();
         }
-        self.settle_record()
+        let programmed = self.wait_programmed();
+        self.settle_record().and(programmed)
     }
 
     fn release(&mut self) {
