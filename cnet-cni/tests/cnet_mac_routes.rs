@@ -82,6 +82,29 @@ fn mac_and_routes(mode: &str) {
     // CHECK with the result as prevResult passes (the MAC is what was asked for).
     let check = lab.conf_with(&json!({"prevResult": r, "runtimeConfig": {"mac": MAC}}));
     lab.call("CHECK", "macpod", Some(&pod.path()), &check).ok();
+    // CHECK sees a missing IPAM route, and a MAC other than prevResult's.
+    pod.run(&["ip", "-4", "route", "del", "10.96.0.0/12"]);
+    let out = lab.call("CHECK", "macpod", Some(&pod.path()), &check);
+    assert_eq!(out.versioned_err_code(), 110, "{mode}: route gone");
+    let msg = out.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("10.96.0.0/12"), "{mode}: {msg}");
+    pod.run(&[
+        "ip",
+        "-4",
+        "route",
+        "add",
+        "10.96.0.0/12",
+        "via",
+        via4,
+        "dev",
+        "eth0",
+    ]);
+    lab.call("CHECK", "macpod", Some(&pod.path()), &check).ok();
+    pod.run(&["ip", "link", "set", "eth0", "address", "02:11:22:33:44:66"]);
+    let out = lab.call("CHECK", "macpod", Some(&pod.path()), &check);
+    assert_eq!(out.versioned_err_code(), 110, "{mode}: MAC changed");
+    let msg = out.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("02:11:22:33:44:66"), "{mode}: {msg}");
     lab.del("macpod", Some(&pod)).ok();
     lab.assert_clean();
 }

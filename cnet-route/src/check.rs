@@ -343,7 +343,16 @@ pub fn diff(
                     side: Side::Pod,
                     name: v.pod.clone(),
                 }),
-                Some(l) => link_props(&mut out, Side::Pod, l, v.mtu),
+                Some(l) => {
+                    link_props(&mut out, Side::Pod, l, v.mtu);
+                    if l.mac != Some(v.pod_mac) {
+                        out.push(Difference::MacMismatch {
+                            name: v.pod.clone(),
+                            expected: v.pod_mac,
+                            actual: l.mac,
+                        });
+                    }
+                }
             }
             sides.push((Side::Pod, Some(pod)));
         }

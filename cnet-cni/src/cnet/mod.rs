@@ -42,8 +42,10 @@
 //!   reaper deletes the veth pair after DEL returned; `"teardown": "sync"` deletes it inside
 //!   DEL. See [`teardown`] for the design and why it is safe.
 //! - **CHECK**: the record, `prevResult` (our interface and addresses, later plugins' additions
-//!   ignored), the lease, and the kernel state (MTU changes on the pod side, e.g. by `tuning`,
-//!   are tolerated).
+//!   ignored), the lease, and the kernel state: links, addresses, routes (the IPAM's routes
+//!   the result listed included), neighbours, sysctls, and the pod interface's MAC as
+//!   prevResult gives it (so a MAC set by a later `tuning` is expected; MTU changes on the pod
+//!   side are tolerated).
 //! - **GC**: every recorded attachment of this network that is not in
 //!   `cni.dev/valid-attachments` is detached and forgotten; the IPAM collects leases likewise;
 //!   every retired veth pair of the node (a deferred teardown whose reaper never ran) is
@@ -795,6 +797,20 @@ impl Plugin for CnetPlugin {
         let mut spec = spec_of(req, &conf, &lease);
         // The addresses as configured (transparent: /32 and /128; bridge: the subnet's).
         spec.addresses = rec.addresses.clone();
+        // The pod interface's MAC as prevResult says (a later plugin such as `tuning` may
+        // have changed it and says so there), else as asked for at ADD, else derived.
+        let prev_mac = prev.interfaces[idx].mac.as_str();
+        spec.mac = if prev_mac.is_empty() {
+            requested_mac(req)?
+        } else {
+            Some(prev_mac.parse().map_err(|e| {
+                failed(format!(
+                    "prevResult interface {ifname:?}: mac {prev_mac:?}: {e}"
+                ))
+            })?)
+        };
+        // The routes besides the default ones that the result listed (the IPAM's).
+        spec.routes = ipam_routes(&prev);
         let diffs = intra(&conf)
             .check(&node()?, &spec)
             .map_err(|e| route_error(&e))?;
