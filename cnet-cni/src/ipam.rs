@@ -139,7 +139,15 @@ fn add_result(cfg: &IpamConfig, lease: &cnet_ipam::Lease, dns: Dns) -> CniResult
                 gateway: Some(a.gateway),
             })
             .collect(),
-        routes: cfg.routes.iter().map(|r| Route::new(r.dst, r.gw)).collect(),
+        routes: cfg
+            .routes
+            .iter()
+            .map(|r| Route {
+                mtu: r.mtu,
+                advmss: r.advmss,
+                ..Route::new(r.dst, r.gw)
+            })
+            .collect(),
         dns,
     }
 }

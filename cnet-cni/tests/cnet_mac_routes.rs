@@ -18,7 +18,8 @@ fn lab(mode: &str) -> Lab {
                "ranges": [[{"subnet": SUBNET4}], [{"subnet": SUBNET6}]],
                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.96.0.0/12"},
                           {"dst": "fd96::/64"},
-                          {"dst": "192.168.50.0/24", "gw": "10.60.0.254"}]}),
+                          {"dst": "192.168.50.0/24", "gw": "10.60.0.254"},
+                          {"dst": "10.97.0.0/16", "mtu": 1400, "advmss": 1360}]}),
     );
     lab.conf["capabilities"] = json!({"mac": true});
     lab
@@ -54,6 +55,28 @@ fn mac_and_routes(mode: &str) {
         "192.168.50.0/24 via 169.254.1.1 dev eth0"
     };
     assert!(routes4.contains(off), "{mode}: {routes4}");
+    // Route metrics (CNI 1.1 `mtu`, `advmss`) reach the kernel and the result.
+    let line = routes4
+        .lines()
+        .find(|l| l.starts_with("10.97.0.0/16 "))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("via {via4} dev eth0"))
+            && line.contains("mtu 1400")
+            && line.contains("advmss 1360"),
+        "{mode}: {routes4}"
+    );
+    let metric = r["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["dst"] == "10.97.0.0/16")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (metric["mtu"].clone(), metric["advmss"].clone()),
+        (json!(1400), json!(1360))
+    );
     let routes6 = pod.run(&["ip", "-6", "route", "show"]);
     assert!(routes6.contains("fd96::/64 via"), "{mode}: {routes6}");
     let dsts: Vec<&str> = r["routes"]

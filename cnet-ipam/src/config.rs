@@ -248,7 +248,8 @@ impl fmt::Display for RangeSet {
     }
 }
 
-/// A route handed to the container (`{"dst": ..., "gw": ...}`), passed through unchanged.
+/// A route handed to the container (`{"dst": ..., "gw": ..., "mtu": ..., "advmss": ...}`),
+/// passed through unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Route {
     /// Destination.
@@ -256,6 +257,12 @@ pub struct Route {
     /// Next hop; absent means "the interface's gateway".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
+    /// Path MTU for the route (CNI 1.1 `mtu`), if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Advertised MSS for the route (CNI 1.1 `advmss`), if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advmss: Option<u32>,
 }
 
 /// The validated `ipam` configuration of one network.
@@ -521,5 +528,23 @@ fn parse_route(v: &Value, at: &str) -> Result<Route> {
             ));
         }
     }
-    Ok(Route { dst, gw })
+    let metric = |key: &str| -> Result<Option<u32>> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if n > 0 => Ok(Some(n)),
+                _ => Err(IpamError::config(
+                    format!("{at}.{key}"),
+                    format!("must be a positive integer, got {v}"),
+                )),
+            },
+        }
+    };
+    let (mtu, advmss) = (metric("mtu")?, metric("advmss")?);
+    Ok(Route {
+        dst,
+        gw,
+        mtu,
+        advmss,
+    })
 }

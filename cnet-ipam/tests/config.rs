@@ -64,7 +64,7 @@ fn new_style_config_with_defaults() {
             [{"subnet": "11.1.2.0/24", "rangeStart": "11.1.2.9", "rangeEnd": "11.1.2.20", "gateway": "11.1.2.30"}],
             [{"subnet": "2001:db8:1::/64"}]
         ],
-        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.168.0.0/16", "gw": "10.1.2.5"}]
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.168.0.0/16", "gw": "10.1.2.5", "mtu": 1400, "advmss": 1360}]
     })))
     .expect("valid");
     assert_eq!(c.ranges.len(), 3);
@@ -84,6 +84,11 @@ fn new_style_config_with_defaults() {
     );
     assert_eq!(c.routes.len(), 2);
     assert_eq!(c.routes[1].gw, Some(ip("10.1.2.5")));
+    assert_eq!(
+        (c.routes[1].mtu, c.routes[1].advmss),
+        (Some(1400), Some(1360))
+    );
+    assert_eq!((c.routes[0].mtu, c.routes[0].advmss), (None, None));
     assert_eq!(
         c.data_dir(),
         std::path::Path::new(cnet_ipam::DEFAULT_DATA_DIR)
@@ -239,6 +244,16 @@ fn bad_range_bounds_and_gateway() {
         json!({"subnet": "10.1.2.0/24", "routes": [{"dst": "nope"}]}),
         "ipam.routes[0].dst",
         "invalid CIDR",
+    );
+    invalid(
+        json!({"subnet": "10.1.2.0/24", "routes": [{"dst": "10.9.0.0/16", "mtu": 0}]}),
+        "ipam.routes[0].mtu",
+        "positive integer",
+    );
+    invalid(
+        json!({"subnet": "10.1.2.0/24", "routes": [{"dst": "10.9.0.0/16", "advmss": "x"}]}),
+        "ipam.routes[0].advmss",
+        "positive integer",
     );
     invalid(
         json!({"subnet": "10.1.2.0/24", "routes": [{"gw": "10.1.2.1"}]}),

@@ -18,7 +18,9 @@ use rtnetlink::packet_route::link::{
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteScope,
+};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::check::{ObservedLink, ObservedNeighbour, ObservedRoute, SideState};
@@ -251,6 +253,15 @@ impl Nl {
         };
         if r.scope_link {
             msg.header.scope = RouteScope::Link;
+        }
+        let metrics: Vec<RouteMetric> = r
+            .mtu
+            .map(RouteMetric::Mtu)
+            .into_iter()
+            .chain(r.advmss.map(RouteMetric::Advmss))
+            .collect();
+        if !metrics.is_empty() {
+            msg.attributes.push(RouteAttribute::Metrics(metrics));
         }
         self.h
             .route()

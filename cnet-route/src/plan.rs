@@ -87,6 +87,10 @@ pub struct RoutePlan {
     pub gateway: Option<IpAddr>,
     /// Scope link (a directly reachable destination) instead of universe.
     pub scope_link: bool,
+    /// Path MTU metric, when set.
+    pub mtu: Option<u32>,
+    /// Advertised MSS metric, when set.
+    pub advmss: Option<u32>,
 }
 
 impl fmt::Display for RoutePlan {
@@ -102,6 +106,12 @@ impl fmt::Display for RoutePlan {
         write!(f, " dev {}", self.ifname)?;
         if self.scope_link {
             f.write_str(" scope link")?;
+        }
+        if let Some(m) = self.mtu {
+            write!(f, " mtu {m}")?;
+        }
+        if let Some(m) = self.advmss {
+            write!(f, " advmss {m}")?;
         }
         Ok(())
     }
@@ -229,6 +239,8 @@ fn extra_routes(
             destination: network_of(r.destination),
             gateway: Some(gateway_for(i, r)?),
             scope_link: false,
+            mtu: r.mtu,
+            advmss: r.advmss,
         };
         if !out.iter().any(|o| o.destination == plan.destination) {
             out.push(plan);
@@ -358,6 +370,8 @@ pub fn plan_bridge(
                 destination: default_route(a.is_ipv6()),
                 gateway: Some(gw),
                 scope_link: false,
+                mtu: None,
+                advmss: None,
             });
         }
     }
@@ -453,6 +467,8 @@ pub fn plan_transparent(spec: &EndpointSpec, mtu: u32) -> Result<EndpointPlan, E
             destination: host_net(gw),
             gateway: None,
             scope_link: true,
+            mtu: None,
+            advmss: None,
         });
         routes.push(RoutePlan {
             side: Side::Pod,
@@ -460,6 +476,8 @@ pub fn plan_transparent(spec: &EndpointSpec, mtu: u32) -> Result<EndpointPlan, E
             destination: default_route(false),
             gateway: Some(gw),
             scope_link: false,
+            mtu: None,
+            advmss: None,
         });
         neighbours.push(NeighbourPlan {
             side: Side::Pod,
@@ -477,6 +495,8 @@ pub fn plan_transparent(spec: &EndpointSpec, mtu: u32) -> Result<EndpointPlan, E
             destination: default_route(true),
             gateway: Some(gw),
             scope_link: false,
+            mtu: None,
+            advmss: None,
         });
         neighbours.push(NeighbourPlan {
             side: Side::Pod,
@@ -506,6 +526,8 @@ pub fn plan_transparent(spec: &EndpointSpec, mtu: u32) -> Result<EndpointPlan, E
             destination: host_net(a.ip()),
             gateway: None,
             scope_link: true,
+            mtu: None,
+            advmss: None,
         });
     }
     let mut sysctls = global_forwarding(spec);
@@ -790,10 +812,14 @@ mod tests {
             PodRoute {
                 destination: net("10.96.0.1/12"),
                 gateway: Some(ip("10.1.0.1")),
+                mtu: None,
+                advmss: None,
             },
             PodRoute {
                 destination: net("fd10::/64"),
                 gateway: None,
+                mtu: None,
+                advmss: None,
             },
         ];
         let p = plan_transparent(&s, 1500).expect("plan");
@@ -816,10 +842,14 @@ mod tests {
             PodRoute {
                 destination: net("10.96.0.0/12"),
                 gateway: None,
+                mtu: None,
+                advmss: None,
             },
             PodRoute {
                 destination: net("192.168.7.0/24"),
                 gateway: Some(ip("10.1.0.254")),
+                mtu: None,
+                advmss: None,
             },
         ];
         let p = plan_bridge(&s, "br0", false, 1500).expect("plan");
@@ -843,6 +873,8 @@ mod tests {
         let route = |d: &str, g: Option<&str>| PodRoute {
             destination: net(d),
             gateway: g.map(ip),
+            mtu: None,
+            advmss: None,
         };
         assert!(bad(vec![route("0.0.0.0/0", None)], None), "default");
         assert!(bad(vec![route("fd10::/64", None)], None), "no v6 address");

@@ -44,6 +44,10 @@ pub struct PodRoute {
     pub destination: IpNetwork,
     /// Next hop, when the route names one.
     pub gateway: Option<IpAddr>,
+    /// Path MTU of the route (`RTAX_MTU`), when given.
+    pub mtu: Option<u32>,
+    /// Advertised MSS of the route (`RTAX_ADVMSS`), when given.
+    pub advmss: Option<u32>,
 }
 
 impl EndpointSpec {

@@ -216,6 +216,8 @@ fn ipam_routes(ipam: &CniResult) -> Vec<cnet_route::PodRoute> {
         .map(|r| cnet_route::PodRoute {
             destination: r.dst,
             gateway: r.gw.filter(|g| g.is_ipv4() == r.dst.is_ipv4()),
+            mtu: r.mtu,
+            advmss: r.advmss,
         })
         .collect()
 }
@@ -558,7 +560,11 @@ impl CnetPlugin {
                 .plan
                 .routes_on(cnet_route::Side::Pod)
                 .filter(|r| !r.scope_link)
-                .map(|r| Route::new(r.destination, r.gateway))
+                .map(|r| Route {
+                    mtu: r.mtu,
+                    advmss: r.advmss,
+                    ..Route::new(r.destination, r.gateway)
+                })
                 .collect(),
             dns: conf.dns.clone().unwrap_or(ipam.dns),
         })
