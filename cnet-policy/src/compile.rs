@@ -215,6 +215,12 @@ impl Fam {
             Fam::V6 => Field::Ip6Daddr,
         }
     }
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Fam::V4 => 0,
+            Fam::V6 => 1,
+        }
+    }
     fn digit(self) -> &'static str {
         match self {
             Fam::V4 => "4",
@@ -224,6 +230,26 @@ impl Fam {
 }
 
 const FAMS: [Fam; 2] = [Fam::V4, Fam::V6];
+
+/// Address families some pod-network endpoint of the inventory (local or remote) has an
+/// address of, indexed `[V4, V6]`. A positive match on a pod-derived set (selector addresses,
+/// named ports, bridge-mode dispatch keys) of a family outside this is never emitted: its set
+/// would be empty, so the rule could never match. Negated matches are always emitted.
+pub(crate) type PodFams = [bool; 2];
+
+/// The [`PodFams`] of an inventory.
+pub(crate) fn pod_families(inv: &Inventory) -> PodFams {
+    let mut out = [false; 2];
+    for ep in inv.endpoints.values().filter(|e| !e.host_network) {
+        for a in &ep.addresses {
+            out[Fam::of(*a).index()] = true;
+        }
+        if out == [true; 2] {
+            break;
+        }
+    }
+    out
+}
 
 static EMPTY_LABELS: Labels = BTreeMap::new();
 
@@ -240,16 +266,19 @@ pub fn compile(
     attachments: &Attachments,
     opts: &CompileOptions,
 ) -> Result<Ruleset, CompileError> {
-    compile_with_defs(policies, inventory, attachments, opts).map(|(rs, _)| rs)
+    compile_with_defs(policies, inventory, attachments, opts, None).map(|(rs, _)| rs)
 }
 
 /// [`compile`], also returning what each named set or map stands for (see
-/// [`crate::membership`]); a set the compiler did not describe has no entry.
+/// [`crate::membership`]); a set the compiler did not describe has no entry. `pod_fams`
+/// overrides the families of pod-network addresses (default: the inventory's, see
+/// [`pod_families`]).
 pub(crate) fn compile_with_defs(
     policies: &PolicySet,
     inventory: &Inventory,
     attachments: &Attachments,
     opts: &CompileOptions,
+    pod_fams: Option<PodFams>,
 ) -> Result<(Ruleset, BTreeMap<String, SetDef>), CompileError> {
     let ok_table = !opts.table.is_empty()
         && opts.table.len() <= 64
@@ -264,6 +293,9 @@ pub(crate) fn compile_with_defs(
         return Err(CompileError::BadTable(opts.table.clone()));
     }
     let mut c = Compiler::new(policies, inventory, attachments, opts)?;
+    if let Some(f) = pod_fams {
+        c.pod_fams = f;
+    }
     for d in [Direction::Egress, Direction::Ingress] {
         c.direction(d)?;
     }
@@ -287,6 +319,8 @@ struct Compiler<'a> {
     sets: BTreeMap<String, Set>,
     /// What each set stands for (the engine's incremental path).
     defs: BTreeMap<String, SetDef>,
+    /// Families of pod-network addresses (positive pod-set matches of others are left out).
+    pod_fams: PodFams,
 }
 
 /// Whether an endpoint selector selects a pod-network endpoint (as the evaluator does).
@@ -362,6 +396,7 @@ impl<'a> Compiler<'a> {
             chains: BTreeMap::new(),
             sets: BTreeMap::new(),
             defs: BTreeMap::new(),
+            pod_fams: pod_families(inv),
         };
         let ported = Set::new(PORTED_PROTOS_SET, &[KeyType::InetProto])
             .with_element(Element::value(Value::Proto(PROTO_TCP)))
@@ -370,6 +405,13 @@ impl<'a> Compiler<'a> {
         c.sets.insert(PORTED_PROTOS_SET.to_string(), ported);
         c.defs.insert(PORTED_PROTOS_SET.to_string(), SetDef::Static);
         Ok(c)
+    }
+
+    /// The families whose positive pod-set matches are emitted (see [`PodFams`]).
+    fn fams(&self) -> Vec<Fam> {
+        FAMS.into_iter()
+            .filter(|f| self.pod_fams[f.index()])
+            .collect()
     }
 
     fn labels_of_ns(&self, ns: &str) -> &Labels {
@@ -414,10 +456,10 @@ impl<'a> Compiler<'a> {
             (Mode::Transparent, Direction::Egress) => vec![(None, Field::MetaIifname)],
             (Mode::Transparent, Direction::Ingress) => vec![(None, Field::MetaOifname)],
             (Mode::Bridge, Direction::Egress) => {
-                FAMS.iter().map(|f| (Some(*f), f.saddr())).collect()
+                self.fams().iter().map(|f| (Some(*f), f.saddr())).collect()
             }
             (Mode::Bridge, Direction::Ingress) => {
-                FAMS.iter().map(|f| (Some(*f), f.daddr())).collect()
+                self.fams().iter().map(|f| (Some(*f), f.daddr())).collect()
             }
         }
     }
@@ -776,7 +818,7 @@ impl<'a> Compiler<'a> {
         for peer in list {
             match peer {
                 Peer::Endpoints(sel) => {
-                    for f in FAMS {
+                    for f in self.fams() {
                         let s = self.selector_set(sel, f);
                         out.push((Some(f), vec![Expr::in_set(&[field(f)], &s)]));
                     }
@@ -820,7 +862,7 @@ impl<'a> Compiler<'a> {
                     out.push((None, vec![proto, m]));
                 }
                 PortSpec::Named(name) => {
-                    for f in FAMS {
+                    for f in self.fams() {
                         let s = self.named_port_set(name, f);
                         let mut exprs = Vec::new();
                         if protocol.is_some() {

@@ -197,8 +197,10 @@ impl Compiler<'_> {
         if let Some(sel) = &m.selector {
             let mut a = Vec::new();
             for f in FAMS {
-                let s = self.selector_set(sel, f);
-                a.push((Some(f), vec![Expr::in_set(&[end.field(f)], &s)]));
+                if self.pod_fams[f.index()] {
+                    let s = self.selector_set(sel, f);
+                    a.push((Some(f), vec![Expr::in_set(&[end.field(f)], &s)]));
+                }
                 if let Some(s) = self.netsets_set(sel, &m.selected_sets, f) {
                     a.push((Some(f), vec![Expr::in_set(&[end.field(f)], &s)]));
                 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::{AdminPolicyObject, admin_tiers};
 use crate::api::NetworkPolicy;
-use crate::compile::{Attachments, CompileError, CompileOptions, Mode, compile};
+use crate::compile::{Attachments, CompileError, CompileOptions, Fam, Mode, compile};
 use crate::endpoint::{Endpoint, EndpointId, Inventory, NamedPort, Node};
 use crate::error::PolicyError;
 use crate::live::Live;
@@ -380,6 +380,12 @@ impl Engine {
             }
             return Ok(());
         }
+        if self.pod_families_changed() {
+            // A family's positive pod-set matches appear or go: a new structure.
+            self.structure_dirty = true;
+            self.dirty.clear();
+            return self.refresh();
+        }
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
@@ -410,6 +416,36 @@ impl Engine {
         }
         self.dirty.clear();
         Ok(())
+    }
+
+    /// Whether the changed endpoints make an address family of pod-network endpoints appear
+    /// or disappear relative to the live structure (see [`crate::compile`]'s `PodFams`).
+    fn pod_families_changed(&self) -> bool {
+        let Some(live) = &self.live else {
+            return false;
+        };
+        let has = |ep: &Endpoint, f: Fam| {
+            !ep.host_network && ep.addresses.iter().any(|a| Fam::of(*a) == f)
+        };
+        for f in [Fam::V4, Fam::V6] {
+            let compiled = live.structure.pod_fams[f.index()];
+            let mut added = false;
+            let mut removed = false;
+            for (id, then) in &self.dirty {
+                added |= self.inventory.endpoints.get(id).is_some_and(|e| has(e, f));
+                removed |= then.as_ref().is_some_and(|t| has(&t.ep, f));
+            }
+            if added && !compiled {
+                return true;
+            }
+            if removed && compiled && !added {
+                let now = self.inventory.endpoints.values().any(|e| has(e, f));
+                if !now {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// The desired state as `nft -f` text.

@@ -15,8 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::compile::{
-    Attachments, CompileError, CompileOptions, Fam, Mode, compile_with_defs, ns_bucket, selects,
-    valid_ifname,
+    Attachments, CompileError, CompileOptions, Fam, Mode, PodFams, compile_with_defs, ns_bucket,
+    pod_families, selects, valid_ifname,
 };
 use crate::endpoint::{Endpoint, Inventory};
 use crate::model::{Direction, EndpointSelector, Labels, PolicySet};
@@ -122,6 +122,10 @@ pub(crate) struct Structure {
     selected: Vec<(SetId, Direction, Option<Fam>)>,
     /// Namespace bucket → its member sets (set, key family).
     ns_buckets: HashMap<u8, Vec<(SetId, Option<Fam>)>>,
+    /// Families of pod-network addresses the structure was compiled for: a family's
+    /// positive pod-set matches exist only when some endpoint has an address of it, so an
+    /// endpoint change that makes a family appear or disappear needs a new structure.
+    pub(crate) pod_fams: PodFams,
 }
 
 fn addrs_of(ep: &Endpoint, f: Fam) -> impl Iterator<Item = &std::net::IpAddr> {
@@ -146,8 +150,14 @@ impl Structure {
                 .collect(),
             nodes: inventory.nodes.clone(),
         };
-        let (ruleset, defs) =
-            compile_with_defs(policies, &stripped, &Attachments::default(), opts)?;
+        let pod_fams = pod_families(inventory);
+        let (ruleset, defs) = compile_with_defs(
+            policies,
+            &stripped,
+            &Attachments::default(),
+            opts,
+            Some(pod_fams),
+        )?;
         let Some(table) = ruleset.tables.keys().next().cloned() else {
             return Ok(None);
         };
@@ -223,6 +233,7 @@ impl Structure {
             pending,
             selected,
             ns_buckets,
+            pod_fams,
         }))
     }
 

@@ -20,7 +20,9 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Add or relabel a pod (`remote`: on another node; `pending`: fail closed).
+    /// Add or relabel a pod (`remote`: on another node; `pending`: fail closed; `fams`:
+    /// 0 IPv4 only, 1 IPv6 only, 2 dual-stack, so the first address of a family appears and
+    /// the last one goes, which changes the structure).
     Pod {
         ns: u8,
         idx: u8,
@@ -29,6 +31,7 @@ enum Op {
         remote: bool,
         pending: bool,
         port: u16,
+        fams: u8,
     },
     /// A host-network pod on a node (feeds node selectors).
     HostPod {
@@ -62,8 +65,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..3u8, 0..10u8, 0..4u8, 0..2u8, prop::bool::weighted(0.2), prop::bool::weighted(0.15), 53..56u16)
-            .prop_map(|(ns, idx, app, tier, remote, pending, port)| Op::Pod { ns, idx, app, tier, remote, pending, port }),
+        6 => (0..3u8, 0..10u8, 0..4u8, 0..2u8, prop::bool::weighted(0.2), prop::bool::weighted(0.15), 53..56u16, 0..3u8)
+            .prop_map(|(ns, idx, app, tier, remote, pending, port, fams)| Op::Pod { ns, idx, app, tier, remote, pending, port, fams }),
         1 => (0..2u8, 0..2u8).prop_map(|(idx, zone)| Op::HostPod { idx, zone }),
         3 => (0..3u8, 0..10u8).prop_map(|(ns, idx)| Op::RemovePod { ns, idx }),
         1 => (0..3u8, 0..2u8).prop_map(|(ns, team)| Op::Namespace { ns, team }),
@@ -122,8 +125,14 @@ fn apply(e: &mut Engine, op: &Op) {
             remote,
             pending,
             port,
+            fams,
         } => {
             let mut ep = pod_endpoint(ns, idx, app, tier, port);
+            match fams {
+                0 => ep.addresses.retain(|a| a.is_ipv4()),
+                1 => ep.addresses.retain(|a| a.is_ipv6()),
+                _ => {}
+            }
             ep.node = Some(if remote {
                 "other".into()
             } else {
