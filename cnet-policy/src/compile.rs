@@ -40,6 +40,14 @@
 //!   tier (Pass; `accept` after the last tier), `log` without a verdict (Log).
 //! * Every selector, ipBlock, node selector and named port is a named set shared by all rules
 //!   that use it; pods only change set elements (and `drop` map elements), never rules.
+//! * Address families: a positive match on a set filled from pod-network endpoints (selector
+//!   addresses, named ports, bridge-mode dispatch keys) is emitted only for a family some
+//!   pod-network endpoint (local or remote) has an address of; for another family the set
+//!   would be empty and the rule could never match (`ip6 saddr @empty`), so leaving it out
+//!   changes nothing but the kernel's work (an IPv4-only cluster gets no IPv6 pod sets).
+//!   Negated matches, ipBlocks, network sets and node sets are emitted for both families.
+//!   The first address of a family appearing (or the last one going) is therefore a
+//!   structural change; the engine rebuilds then (`Structure::pod_fams`).
 //!
 //! # Bridge mode
 //! The kernel here has no `nf_conntrack_bridge` (`ct state` in a `bridge` table fails with

@@ -263,3 +263,41 @@ fn rendered_text_is_accepted_by_nft_and_programs_over_netlink() {
         ns.run(&["nft", "delete", "table", "inet", "cnet"]);
     }
 }
+
+/// An address family no pod has gets no pod-derived sets and no rules matching them (they
+/// could never match); the first pod of that family brings them back, and a v6 ipBlock is
+/// kept whatever the pods.
+#[test]
+fn families_without_pods_get_no_pod_sets() {
+    let v6_sets = |rs: &Ruleset| -> Vec<String> {
+        let t = rs.tables.values().next().unwrap();
+        t.sets
+            .values()
+            .filter(|s| s.decl.key.contains(&cnet_policy::nft::KeyType::Ipv6Addr))
+            .map(|s| s.decl.name.clone())
+            .collect()
+    };
+    for mode in [Mode::Transparent, Mode::Bridge] {
+        let opts = CompileOptions::new(mode);
+        let (mut inv, att) = world(30);
+        let dual = compile(&policy_set(), &inv, &att, &opts).unwrap();
+        assert!(!v6_sets(&dual).is_empty(), "{mode:?}");
+        for ep in inv.endpoints.values_mut() {
+            ep.addresses.retain(|a| a.is_ipv4());
+        }
+        let v4 = compile(&policy_set(), &inv, &att, &opts).unwrap();
+        assert_eq!(v6_sets(&v4), Vec::<String>::new(), "{mode:?}");
+        let (td, t4) = (
+            dual.tables.values().next().unwrap(),
+            v4.tables.values().next().unwrap(),
+        );
+        assert!(t4.rule_count() < td.rule_count(), "{mode:?}");
+        // A v6 ipBlock peer stays: external IPv6 traffic can match it.
+        let with_block = POLICIES.replace("10.0.0.0/8, except: [10.1.0.0/16]", "fd00::/8");
+        let set = PolicySet::from_network_policies(&parse_yaml(&with_block).unwrap()).unwrap();
+        let rs = compile(&set, &inv, &att, &opts).unwrap();
+        let names = v6_sets(&rs);
+        assert_eq!(names.len(), 1, "{mode:?}: {names:?}");
+        assert!(names[0].starts_with("cidr6_"), "{names:?}");
+    }
+}
