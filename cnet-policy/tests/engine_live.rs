@@ -290,6 +290,7 @@ fn large_node_live_build_equals_compile() {
                     remote: idx % 10 == 9,
                     pending: idx % 17 == 5,
                     port: 5300 + u16::from(idx % 2),
+                    fams: 2,
                 });
             }
         }
@@ -316,6 +317,7 @@ fn large_node_live_build_equals_compile() {
                     remote: false,
                     pending: false,
                     port: 5301,
+                    fams: 2,
                 }
             };
             apply(&mut e, &op);
