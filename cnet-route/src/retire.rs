@@ -80,6 +80,17 @@ pub fn retire(node: &Node, spec: &EndpointSpec) -> Result<Option<String>, Errors
     run_node(node, async |nl: &Nl| {
         let host = crate::spec::host_ifname(cid, ifname);
         let retired = retired_ifname(cid, ifname);
+        // What an earlier retire left (our retired link), when the host end is gone.
+        let earlier = async || -> Result<Option<String>, Error> {
+            Ok(nl
+                .link(&retired)
+                .await?
+                .filter(|l| crate::shell::owned_by(l, cid, ifname))
+                .map(|_| retired.clone()))
+        };
+        // The host end vanished between lookup and request: the kernel destroys a veth pair
+        // whose pod end's namespace went away (DEL after the runtime deleted the netns).
+        let vanished = |e: &rtnetlink::Error| crate::error::nl_errno(e) == Some(libc::ENODEV);
         match nl.link(&host).await? {
             Some(l) if crate::shell::owned_by(&l, cid, ifname) => {
                 let rename = || {
@@ -95,16 +106,21 @@ pub fn retire(node: &Node, spec: &EndpointSpec) -> Result<Option<String>, Errors
                         .execute(),
                     rename()
                 );
-                down.map_err(|e| iface(&host, "set down", e))?;
+                match down {
+                    Err(e) if vanished(&e) => return earlier().await,
+                    other => other.map_err(|e| iface(&host, "set down", e))?,
+                }
                 match renamed {
                     Ok(()) => {}
+                    Err(e) if vanished(&e) => return earlier().await,
                     // An older retired pair of the same attachment (its reaper has not run
                     // yet) holds the name: delete it (rare, synchronous) and rename again.
                     Err(e) if crate::error::nl_errno(&e) == Some(libc::EEXIST) => {
                         remove_retired(nl, cid, ifname).await?;
-                        rename()
-                            .await
-                            .map_err(|e| iface(&host, "rename to retired", e))?;
+                        match rename().await {
+                            Err(e) if vanished(&e) => return earlier().await,
+                            other => other.map_err(|e| iface(&host, "rename to retired", e))?,
+                        }
                     }
                     Err(e) => return Err(iface(&host, "rename to retired", e)),
                 }
@@ -115,11 +131,7 @@ pub fn retire(node: &Node, spec: &EndpointSpec) -> Result<Option<String>, Errors
                 expected: owner_alias(cid, ifname),
                 found: l.alias,
             }),
-            None => Ok(nl
-                .link(&retired)
-                .await?
-                .filter(|l| crate::shell::owned_by(l, cid, ifname))
-                .map(|_| retired)),
+            None => earlier().await,
         }
     })
     .map_err(|e| Errors(vec![e]))
