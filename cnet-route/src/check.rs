@@ -306,14 +306,7 @@ pub fn diff(
             name: v.host.clone(),
         }),
         Some(l) => {
-            link_props(&mut out, Side::Node, l, v.mtu);
-            if l.mac != Some(v.host_mac) {
-                out.push(Difference::MacMismatch {
-                    name: v.host.clone(),
-                    expected: v.host_mac,
-                    actual: l.mac,
-                });
-            }
+            link_props(&mut out, Side::Node, l, v.mtu, v.host_mac);
             if l.alias.as_deref() != Some(v.host_alias.as_str()) {
                 out.push(Difference::OwnerMismatch {
                     name: v.host.clone(),
@@ -343,16 +336,7 @@ pub fn diff(
                     side: Side::Pod,
                     name: v.pod.clone(),
                 }),
-                Some(l) => {
-                    link_props(&mut out, Side::Pod, l, v.mtu);
-                    if l.mac != Some(v.pod_mac) {
-                        out.push(Difference::MacMismatch {
-                            name: v.pod.clone(),
-                            expected: v.pod_mac,
-                            actual: l.mac,
-                        });
-                    }
-                }
+                Some(l) => link_props(&mut out, Side::Pod, l, v.mtu, v.pod_mac),
             }
             sides.push((Side::Pod, Some(pod)));
         }
@@ -427,7 +411,8 @@ pub fn diff(
     out
 }
 
-fn link_props(out: &mut Vec<Difference>, side: Side, l: &ObservedLink, mtu: u32) {
+/// A veth end's state: up, its MTU and its MAC.
+fn link_props(out: &mut Vec<Difference>, side: Side, l: &ObservedLink, mtu: u32, mac: MacAddr) {
     if !l.up {
         out.push(Difference::LinkDown {
             side,
@@ -440,6 +425,13 @@ fn link_props(out: &mut Vec<Difference>, side: Side, l: &ObservedLink, mtu: u32)
             name: l.name.clone(),
             expected: mtu,
             actual: l.mtu,
+        });
+    }
+    if l.mac != Some(mac) {
+        out.push(Difference::MacMismatch {
+            name: l.name.clone(),
+            expected: mac,
+            actual: l.mac,
         });
     }
 }
