@@ -579,17 +579,17 @@ impl<'a> Compiler<'a> {
                 if let Some(f) = fam {
                     exprs.push(f.nfproto());
                 }
-                let mut selected = exprs.clone();
                 exprs.push(Expr::vmap(
                     &[*field],
                     &Self::vmap_name(&format!("{t}_dispatch"), *fam),
                 ));
                 ch.rules
                     .push(Rule::new(exprs).with_comment("pending pods drop (fail closed)"));
-                selected.push(Expr::in_set(
-                    &[*field],
+                let mut selected = key_lookup(
+                    *fam,
+                    *field,
                     &Self::vmap_name(&format!("{t}_selected"), *fam),
-                ));
+                );
                 selected.push(Expr::verdict(Verdict::Goto(start.clone())));
                 ch.rules
                     .push(Rule::new(selected).with_comment("selected pods: to their policy"));
@@ -663,11 +663,7 @@ impl<'a> Compiler<'a> {
                 for (ns, chain) in list {
                     for (fam, field) in &keys {
                         let members = self.ns_members_set(ns, *fam);
-                        let mut exprs = Vec::new();
-                        if let Some(f) = fam {
-                            exprs.push(f.nfproto());
-                        }
-                        exprs.push(Expr::in_set(&[*field], &members));
+                        let mut exprs = key_lookup(*fam, *field, &members);
                         exprs.push(Expr::verdict(Verdict::Goto(chain.clone())));
                         bucket_chain
                             .rules
@@ -680,11 +676,7 @@ impl<'a> Compiler<'a> {
                 self.add_chain(bucket_chain);
                 for (fam, field) in &keys {
                     let members = self.ns_bucket_set(b, *fam);
-                    let mut exprs = Vec::new();
-                    if let Some(f) = fam {
-                        exprs.push(f.nfproto());
-                    }
-                    exprs.push(Expr::in_set(&[*field], &members));
+                    let mut exprs = key_lookup(*fam, *field, &members);
                     exprs.push(Expr::verdict(Verdict::Goto(bname.clone())));
                     entry_chain
                         .rules
@@ -706,12 +698,7 @@ impl<'a> Compiler<'a> {
                 None => self.subject_ifname_set(subject),
                 Some(f) => self.selector_set(subject, f),
             };
-            let mut exprs = Vec::new();
-            if let Some(f) = fam {
-                exprs.push(f.nfproto());
-            }
-            exprs.push(Expr::in_set(&[field], &set));
-            out.push(exprs);
+            out.push(key_lookup(fam, field, &set));
         }
         out
     }
@@ -1120,4 +1107,15 @@ pub fn cidr_minus(block: &CidrBlock) -> Vec<Part> {
             }
         })
         .collect()
+}
+
+/// `[meta nfproto <fam>] <field> @set`: the lookup of a dispatch key (interface name, or a
+/// family's address) in a plain set.
+fn key_lookup(fam: Option<Fam>, field: Field, set: &str) -> Vec<Expr> {
+    let mut exprs = Vec::with_capacity(2);
+    if let Some(f) = fam {
+        exprs.push(f.nfproto());
+    }
+    exprs.push(Expr::in_set(&[field], set));
+    exprs
 }
