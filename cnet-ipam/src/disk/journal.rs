@@ -47,7 +47,7 @@ pub(crate) fn encode(record: &Record) -> Vec<u8> {
     // Serialising these plain data types cannot fail; fall back to an empty object that the
     // decoder would reject rather than panic.
     let json = serde_json::to_vec(record).unwrap_or_else(|_| b"{}".to_vec());
-    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
+    let mut line = format!("{:08x} ", super::crc32::hash(&json)).into_bytes();
     line.extend_from_slice(&json);
     line.push(b'\n');
     line
@@ -93,7 +93,7 @@ fn decode_line(line: &[u8]) -> Result<Record, String> {
     let crc_text = std::str::from_utf8(&line[..8]).map_err(|_| "malformed CRC".to_string())?;
     let crc = u32::from_str_radix(crc_text, 16).map_err(|_| "malformed CRC".to_string())?;
     let json = &line[9..];
-    if crc32fast::hash(json) != crc {
+    if super::crc32::hash(json) != crc {
         return Err("checksum mismatch".into());
     }
     serde_json::from_slice(json).map_err(|e| format!("undecodable record: {e}"))

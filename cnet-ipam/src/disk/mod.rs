@@ -1,6 +1,7 @@
 //! The disk-backed allocator (IO shell): one journal per network, an exclusive lock file with a
 //! bounded wait, atomic snapshots. See [`DiskAllocator`].
 
+mod crc32;
 mod journal;
 
 use std::fs::{self, File, OpenOptions};
