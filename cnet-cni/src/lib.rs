@@ -45,6 +45,6 @@ pub use config::{
 };
 pub use env::{CniArgs, Command, Env, validate_container_id, validate_ifname};
 pub use error::{CniError, ErrorCode};
-pub use plugin::{Outcome, Plugin, Request, run, run_with};
+pub use plugin::{CODE_INTERNAL, Outcome, Plugin, Request, run, run_with};
 pub use result::{CniResult, Interface, IpConfig, Route};
 pub use version::{ALL_VERSIONS, Version, VersionInfo, negotiate};

@@ -65,6 +65,16 @@ fn version_of(stdin: &[u8]) -> String {
         .unwrap_or_else(|| Version::LATEST.as_str().to_string())
 }
 
+/// The error a caught panic becomes.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> CniError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    CniError::new(ErrorCode::Other(CODE_INTERNAL), "internal error (a bug)").with_details(what)
+}
+
 fn error_outcome(e: &CniError, stdin: &[u8]) -> Outcome {
     Outcome {
         stdout: e.to_json_string(&version_of(stdin)),
@@ -128,7 +138,8 @@ fn dispatch<P: Plugin + ?Sized>(
 }
 
 /// Dispatch one invocation given its environment (through `get`) and stdin bytes: the pure core
-/// of [`run`], used by tests.
+/// of [`run`], used by tests. A panic in the plugin is reported as error [`CODE_INTERNAL`]
+/// (its message in the details).
 pub fn run_with<P: Plugin + ?Sized>(
     plugin: &mut P,
     get: impl Fn(&str) -> Option<String>,
@@ -139,14 +150,23 @@ pub fn run_with<P: Plugin + ?Sized>(
         Err(e) => return error_outcome(&e, &stdin),
     };
     let for_error = stdin.clone();
-    match dispatch(plugin, env, stdin) {
-        Ok(stdout) => Outcome {
+    let dispatched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dispatch(plugin, env, stdin)
+    }));
+    match dispatched {
+        Ok(Ok(stdout)) => Outcome {
             stdout,
             exit_code: 0,
         },
-        Err(e) => error_outcome(&e, &for_error),
+        Ok(Err(e)) => error_outcome(&e, &for_error),
+        Err(panic) => error_outcome(&panicked(panic.as_ref()), &for_error),
     }
 }
+
+/// Plugin-specific error code of an invocation that ended in a bug (a panic): the runtime
+/// still gets the spec's error JSON. What the invocation had done is left as a killed one
+/// leaves it, for DEL or GC to undo.
+pub const CODE_INTERNAL: u32 = 199;
 
 /// Run a plugin as a CNI binary: read the process environment and stdin, dispatch, print to
 /// stdout, and return the exit code for `std::process::exit`.
@@ -178,6 +198,7 @@ mod tests {
     struct Recorder {
         calls: Vec<String>,
         fail_status: bool,
+        panic_in_del: bool,
     }
 
     impl Plugin for Recorder {
@@ -195,6 +216,10 @@ mod tests {
         }
         fn del(&mut self, _: &Request) -> Result<(), CniError> {
             self.calls.push("del".into());
+            if self.panic_in_del {
+                let v: Vec<u8> = Vec::new();
+                let _ = v[3];
+            }
             Ok(())
         }
         fn check(&mut self, _: &Request) -> Result<(), CniError> {
@@ -243,6 +268,26 @@ mod tests {
         assert_eq!(v["cniVersion"], "0.3.1");
         assert_eq!(v["ips"][0]["version"], "4");
         assert_eq!(p.calls, vec!["add c1/eth0"]);
+    }
+
+    #[test]
+    fn a_panic_is_the_spec_error_json() {
+        let mut p = Recorder {
+            panic_in_del: true,
+            ..Recorder::default()
+        };
+        let o = go(&mut p, "DEL", r#"{"cniVersion":"1.1.0","name":"n"}"#);
+        assert_eq!(o.exit_code, 1);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(v["cniVersion"], "1.1.0");
+        assert_eq!(v["code"], u64::from(CODE_INTERNAL));
+        assert!(
+            v["details"]
+                .as_str()
+                .unwrap()
+                .contains("index out of bounds")
+        );
+        assert_eq!(p.calls, vec!["del"]);
     }
 
     #[test]
