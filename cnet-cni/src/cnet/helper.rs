@@ -40,6 +40,19 @@ where
     }
 }
 
+/// Run `f` on a new thread named `name` (`None`: no thread could be started).
+pub fn spawn<R, F>(name: &str, f: F) -> Option<Helper<R>>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    Builder::new()
+        .name(name.into())
+        .spawn(move || Some(f()))
+        .ok()
+        .map(Helper)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,25 @@ pub trait PolicySync: Send {
     /// against the directory under the lock). Default: nothing.
     fn prepare(&mut self, _conf: &CnetConf) {}
 
+    /// Begin a sync of `state` ahead of [`PolicySync::start_sync_endpoint`]: `state` is what
+    /// will be synced except the record of the attachment being added, which has no
+    /// addresses yet. Work that does not need that record (moving the programmed state to
+    /// every other input) may start now, e.g. on a helper thread. Default: nothing.
+    fn begin_sync(&mut self, _conf: &CnetConf, _state: &StateData) {}
+
+    /// [`PolicySync::start_sync`] of a `state` that differs from the one given to
+    /// [`PolicySync::begin_sync`] only in the record of `(container_id, ifname)`. Default:
+    /// `start_sync`.
+    fn start_sync_endpoint(
+        &mut self,
+        conf: &CnetConf,
+        state: &StateData,
+        _container_id: &str,
+        _ifname: &str,
+    ) -> Result<(), CniError> {
+        self.start_sync(conf, state)
+    }
+
     /// Start [`PolicySync::sync`] (e.g. on a helper thread); [`PolicySync::wait_programmed`]
     /// returns its outcome once the kernel is programmed. Default: sync here.
     fn start_sync(&mut self, conf: &CnetConf, state: &StateData) -> Result<(), CniError> {
@@ -458,6 +477,12 @@ impl CnetPlugin {
         guard: &mut StateGuard,
     ) -> Result<CniResult, CniError> {
         let (cid, ifname) = req.owner();
+        // Everything the endpoint's policy needs but its addresses is staged (on a helper
+        // thread) while they are allocated.
+        if conf.policy.enabled {
+            self.policy.begin_sync(conf, &guard.data);
+        }
+        self.trace.phase("policy-begin");
         // The lease is written now and flushed on a second thread while policy and links are
         // set up; joined (below) before the attachment is recorded ready and reported.
         let (ipam, durable) = Ipam::new(&conf.ipam).add_deferred(req)?;
@@ -487,7 +512,7 @@ impl CnetPlugin {
         };
         if conf.policy.enabled {
             self.policy
-                .start_sync(conf, &guard.data)
+                .start_sync_endpoint(conf, &guard.data, cid, ifname)
                 .map_err(policy_error)?;
         }
         self.trace.phase("policy");
