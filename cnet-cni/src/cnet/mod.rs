@@ -56,7 +56,8 @@
 //! The spec's codes (3 netns missing, 4 env, 5 I/O, 6 decode, 7 config, 11 state lock busy,
 //! 50 not available), the IPAM's (100, 101, 102), and [`CODE_LINK_CONFLICT`],
 //! [`CODE_CHECK_FAILED`], [`CODE_NOT_ATTACHED`], [`state::CODE_STATE_CORRUPT`],
-//! [`CODE_POLICY`].
+//! [`CODE_POLICY`], [`policy::CODE_BAD_POLICY`]; a bug (a panic) is
+//! [`crate::CODE_INTERNAL`] (199).
 
 pub mod conf;
 pub mod helper;
