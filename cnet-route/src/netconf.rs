@@ -5,7 +5,8 @@
 //! the same hash chains, and the lookup walks past the other namespaces' entries. Netlink
 //! carries the same values without a path walk:
 //! - **IPv4 interface settings** (`net.ipv4.conf.<if>.proxy_arp`, `arp_notify`, ...) travel
-//!   in the `RTM_SETLINK` that sets the link up, as `IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF
+//!   in an `RTM_SETLINK` just before the one that sets the link up, as
+//!   `IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF
 //!   { [IPV4_DEVCONF_*] = u32 } } }` ([`inet_conf_attribute`]); the kernel stores them exactly
 //!   as a sysctl write does.
 //! - **Forwarding of a namespace** (`net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`)

@@ -332,8 +332,9 @@ async fn configure(
     // answer is awaited. The kernel handles one socket's messages in order, so a route is
     // still added after the link is up and the scope-link route before the route through
     // it; any error fails the attach (which deletes the pair).
-    // IPv4 interface settings travel in the request that sets the link up (the kernel
-    // stores them as a sysctl write would; see netconf); others are sysctl writes.
+    // IPv4 interface settings travel in a request of their own (with the host end's alias)
+    // just before the one that sets the link up (the kernel stores them as a sysctl write
+    // would; see netconf); others are sysctl writes.
     let (host_conf, host_sysctls) =
         split_inet_conf(plan.sysctls.iter().filter(|s| s.interface.is_some()));
     let (pod_conf, pod_sysctls) = split_inet_conf(plan.pod_sysctls.iter());
@@ -341,12 +342,10 @@ async fn configure(
         for s in &host_sysctls {
             write_sysctl(s)?;
         }
-        let mut reqs: Vec<Req<'_>> = vec![Box::pin(node.set_up_with(
-            &v.host,
-            host_index,
-            Some(&v.host_alias),
-            &host_conf,
-        ))];
+        let mut reqs: Vec<Req<'_>> = vec![
+            Box::pin(node.set_attributes(&v.host, host_index, Some(&v.host_alias), &host_conf)),
+            Box::pin(node.set_up(&v.host, host_index)),
+        ];
         for r in plan.routes_on(Side::Node) {
             reqs.push(Box::pin(node.add_route(r, host_index)));
         }
@@ -359,9 +358,10 @@ async fn configure(
         // No await between entering the pod netns and coming back: the node-side future
         // cannot run on this thread meanwhile.
         sysctls_in(pod_ns, node_ns, &pod_sysctls, inline)?;
-        let mut reqs: Vec<Req<'_>> = vec![Box::pin(
-            pod.set_up_with(&v.pod, pod_index, None, &pod_conf),
-        )];
+        let mut reqs: Vec<Req<'_>> = vec![
+            Box::pin(pod.set_attributes(&v.pod, pod_index, None, &pod_conf)),
+            Box::pin(pod.set_up(&v.pod, pod_index)),
+        ];
         for a in plan.addresses.iter().filter(|a| a.side == Side::Pod) {
             reqs.push(Box::pin(
                 pod.add_address(&a.ifname, pod_index, a.address, a.nodad, false),
