@@ -4,7 +4,8 @@
 //! netavark (`/usr/lib/podman/netavark setup|teardown`, bridge driver, static addresses as
 //! podman passes them). Each call is one process started the way a runtime starts it, from a
 //! thread inside the node namespace; the time is spawn to exit. Subjects are interleaved pod by
-//! pod, so every subject sees the same node fill.
+//! pod, so every subject sees the same node fill, in an order shuffled every round, so that
+//! none always runs right after the same other one.
 //!
 //! `cargo bench -p cnet-benches --bench cni_plugin` measures 200 pods per subject; under
 //! `cargo test` a smoke pass attaches 3. `cnet` is (re)built in this target and profile first.
@@ -44,6 +45,9 @@ fn our_binary(name: &str) -> Result<PathBuf, String> {
 }
 
 const NETAVARK: &str = "/usr/lib/podman/netavark";
+
+/// Environment variable naming a second `cnet` binary to measure beside this tree's.
+const CANDIDATE_ENV: &str = "CNET_BENCH_CANDIDATE";
 
 /// How a subject is called.
 enum Kind {
@@ -249,6 +253,34 @@ fn main() {
             phases: Default::default(),
         },
     ];
+    // A candidate `cnet` binary measured beside this tree's, interleaved in the same run (an
+    // A/B comparison finer than the noise between two runs): `CNET_BENCH_CANDIDATE=PATH`.
+    if let Some(candidate) = std::env::var_os(CANDIDATE_ENV).map(PathBuf::from) {
+        for (label, mode, subnet) in [
+            ("candidate transparent", "transparent", "10.75.0.0/16"),
+            ("candidate bridge", "bridge", "10.76.0.0/16"),
+        ] {
+            let mut conf = cnet_conf(mode, subnet);
+            conf["name"] = json!(format!("cand{mode}"));
+            conf["ipam"]["dataDir"] = json!(d("ipam-candidate"));
+            conf["policy"]["stateDir"] = json!(d("state-candidate"));
+            conf["policy"]["table"] = json!(format!("cand_{mode}"));
+            if mode == "bridge" {
+                conf["bridge"] = json!("candbench0");
+            }
+            subjects.push(Subject {
+                label,
+                kind: Kind::Cni {
+                    bin: candidate.clone(),
+                    conf,
+                },
+                add: vec![],
+                del: vec![],
+                failures: vec![],
+                phases: Default::default(),
+            });
+        }
+    }
     if Path::new(NETAVARK).exists() {
         subjects.push(Subject {
             label: "netavark",
@@ -268,14 +300,25 @@ fn main() {
         .iter()
         .map(|_| (0..pods).map(|_| node.pod()).collect())
         .collect();
-    for i in 0..pods {
-        for (s, ns) in subjects.iter_mut().zip(&netns) {
-            s.call(&node.ns, true, i, &ns[i]);
-        }
-    }
-    for i in 0..pods {
-        for (s, ns) in subjects.iter_mut().zip(&netns) {
-            s.call(&node.ns, false, i, &ns[i]);
+    // Every round calls the subjects in a new order (a seeded shuffle), so that none always
+    // runs right after the same other one: the kernel work a call leaves behind lands on the
+    // next call (with a fixed order, the same binary measured ~0.5 ms slower right after
+    // netavark than later in the round).
+    let n = subjects.len();
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    for add in [true, false] {
+        for i in 0..pods {
+            let mut order: Vec<usize> = (0..n).collect();
+            for k in (1..n).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                order.swap(k, usize::try_from(seed % (k as u64 + 1)).unwrap_or(0));
+            }
+            for j in order {
+                let pods_of = &netns[j];
+                subjects[j].call(&node.ns, add, i, &pods_of[i]);
+            }
         }
     }
     println!(
@@ -326,7 +369,9 @@ fn main() {
             println!("  failure: {f}");
         }
         // Only our own plugin's failures fail the run; a peer that cannot run here is reported.
-        if s.label.starts_with("cnet") && !s.failures.is_empty() {
+        if (s.label.starts_with("cnet") || s.label.starts_with("candidate"))
+            && !s.failures.is_empty()
+        {
             failed = true;
         }
     }
