@@ -8,7 +8,8 @@
 //! none always runs right after the same other one.
 //!
 //! `cargo bench -p cnet-benches --bench cni_plugin` measures 200 pods per subject; under
-//! `cargo test` a smoke pass attaches 3. `cnet` is (re)built in this target and profile first.
+//! `cargo test` a smoke pass attaches 3. `cnet` is (re)built in this target and profile first
+//! and run as an installed copy ([`cnet_benches::cni_binary`]).
 
 use cnet_testsupport::{NetNs, VirtualNode};
 use serde_json::{Value, json};
@@ -16,33 +17,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn our_binary(name: &str) -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("unexpected bench location")?;
-    let target_dir = profile_dir.parent().ok_or("unexpected bench location")?;
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "-q", "-p", "cnet-cni", "--bins", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir);
-    if release {
-        build.arg("--release");
-    }
-    let status = build.status().map_err(|e| format!("cargo build: {e}"))?;
-    let bin = profile_dir.join(name);
-    if !status.success() || !bin.exists() {
-        return Err(format!("could not build {}", bin.display()));
-    }
-    Ok(bin)
-}
 
 const NETAVARK: &str = "/usr/lib/podman/netavark";
 
@@ -175,7 +149,7 @@ fn main() {
     }
     let measuring = cnet_benches::measuring();
     let pods = if measuring { 200 } else { 3 };
-    let cnet = match our_binary("cnet") {
+    let cnet = match cnet_benches::cni_binary("cnet") {
         Ok(b) => b,
         Err(e) => {
             eprintln!("cni_plugin bench: {e}");
