@@ -7,7 +7,7 @@
 //! - **IPv4 interface settings** (`net.ipv4.conf.<if>.proxy_arp`, `arp_notify`, ...) travel
 //!   in an `RTM_SETLINK` just before the one that sets the link up, as
 //!   `IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF
-//!   { [IPV4_DEVCONF_*] = u32 } } }` ([`inet_conf_attribute`]); the kernel stores them exactly
+//!   { [IPV4_DEVCONF_*] = u32 } } }` ([`af_spec_attribute`]); the kernel stores them exactly
 //!   as a sysctl write does.
 //! - **Forwarding of a namespace** (`net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`)
 //!   is read with `RTM_GETNETCONF` for `NETCONFA_IFINDEX_ALL` ([`forwarding`]); only a value
@@ -81,13 +81,34 @@ pub(crate) fn inet_conf_payload(conf: &[(u16, u32)]) -> Vec<u8> {
     af_inet
 }
 
-/// `IFLA_AF_SPEC` setting IPv4 interface settings, for an `RTM_SETLINK`.
-pub(crate) fn inet_conf_attribute(
+/// `IFLA_INET6_ADDR_GEN_MODE` inside `IFLA_AF_SPEC { AF_INET6 }`, and its value
+/// `IN6_ADDR_GEN_MODE_NONE` (no link-local address).
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
+
+/// `IFLA_AF_SPEC` for an `RTM_SETLINK`: IPv4 interface settings and, with `no_link_local`,
+/// IPv6 address generation off.
+pub(crate) fn af_spec_attribute(
     conf: &[(u16, u32)],
+    no_link_local: bool,
 ) -> rtnetlink::packet_route::link::LinkAttribute {
+    let mut payload = if conf.is_empty() {
+        Vec::new()
+    } else {
+        inet_conf_payload(conf)
+    };
+    if no_link_local {
+        let mut mode = Vec::with_capacity(8);
+        push_attr(
+            &mut mode,
+            IFLA_INET6_ADDR_GEN_MODE,
+            &[IN6_ADDR_GEN_MODE_NONE],
+        );
+        push_attr(&mut payload, libc::AF_INET6 as u16, &mode);
+    }
     rtnetlink::packet_route::link::LinkAttribute::Other(rtnetlink::packet_core::DefaultNla::new(
         IFLA_AF_SPEC,
-        inet_conf_payload(conf),
+        payload,
     ))
 }
 

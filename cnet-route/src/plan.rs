@@ -46,6 +46,11 @@ pub struct VethPlan {
     pub master: Option<String>,
     /// Alias of the host end naming its owner (`cnet:<container_id>:<ifname>`).
     pub host_alias: String,
+    /// Whether the host end gets an IPv6 link-local address. Only a transparent-mode end of
+    /// a pod with IPv6 addresses routes IPv6 (neighbour discovery needs it); a bridge port
+    /// or the end of an IPv4-only pod is created without (`addr_gen_mode` none), which spares
+    /// the node an address, two routes and their set-up per pod.
+    pub host_ipv6: bool,
 }
 
 /// The node bridge (bridge mode), ensured idempotently and shared by all pods.
@@ -309,6 +314,7 @@ fn veth(spec: &EndpointSpec, mtu: u32, master: Option<String>) -> VethPlan {
             .mac
             .unwrap_or_else(|| derived_mac("pod", &spec.container_id, &spec.ifname)),
         mtu,
+        host_ipv6: master.is_none() && spec.addresses.iter().any(IpNetwork::is_ipv6),
         master,
         host_alias: spec.owner_alias(),
     }
@@ -584,6 +590,24 @@ mod tests {
             "/var/run/netns/p",
             addrs.iter().map(|a| net(a)).collect(),
         )
+    }
+
+    #[test]
+    fn only_a_transparent_host_end_of_an_ipv6_pod_keeps_ipv6() {
+        let v4 = spec(&["10.1.0.5/24"]);
+        let v6 = spec(&["fd00::5/64"]);
+        let dual = spec(&["10.1.0.5/24", "fd00::5/64"]);
+        let t = |s: &EndpointSpec| plan_transparent(s, 1500).expect("plan").veth.host_ipv6;
+        let b = |s: &EndpointSpec| {
+            plan_bridge(s, "br0", false, 1500)
+                .expect("plan")
+                .veth
+                .host_ipv6
+        };
+        assert!(!t(&v4));
+        assert!(t(&v6));
+        assert!(t(&dual));
+        assert!(!b(&v4) && !b(&v6) && !b(&dual));
     }
 
     #[test]

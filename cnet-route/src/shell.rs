@@ -343,7 +343,13 @@ async fn configure(
             write_sysctl(s)?;
         }
         let mut reqs: Vec<Req<'_>> = vec![
-            Box::pin(node.set_attributes(&v.host, host_index, Some(&v.host_alias), &host_conf)),
+            Box::pin(node.set_attributes(
+                &v.host,
+                host_index,
+                Some(&v.host_alias),
+                &host_conf,
+                !v.host_ipv6,
+            )),
             Box::pin(node.set_up(&v.host, host_index)),
         ];
         for r in plan.routes_on(Side::Node) {
@@ -359,7 +365,7 @@ async fn configure(
         // cannot run on this thread meanwhile.
         sysctls_in(pod_ns, node_ns, &pod_sysctls, inline)?;
         let mut reqs: Vec<Req<'_>> = vec![
-            Box::pin(pod.set_attributes(&v.pod, pod_index, None, &pod_conf)),
+            Box::pin(pod.set_attributes(&v.pod, pod_index, None, &pod_conf, false)),
             Box::pin(pod.set_up(&v.pod, pod_index)),
         ];
         for a in plan.addresses.iter().filter(|a| a.side == Side::Pod) {

@@ -104,6 +104,12 @@ fn same_node(mode: &dyn IntraNode, bridge: Option<&BridgeMode>, fam: Fam) {
         pa.run(&["ip", "link", "show", "eth0"])
             .contains(&att_a.pod_mac.to_string())
     );
+    // Only a transparent-mode host end of a pod with IPv6 has an IPv6 link-local address.
+    let host_ll = vn
+        .ns
+        .run(&["ip", "-6", "addr", "show", "dev", &att_a.host_ifname]);
+    let routes_v6 = bridge.is_none() && !matches!(fam, Fam::V4);
+    assert_eq!(host_ll.contains("fe80::"), routes_v6, "{host_ll}");
     let sysctl = |ns: &NetNs, k: &str| ns.run(&["sysctl", "-n", k]).trim().to_string();
     if !matches!(fam, Fam::V4) {
         // No DAD anywhere on the pod's interface: nothing is left tentative.
