@@ -68,9 +68,10 @@ pub fn profile() -> Profile {
 /// install it (a copy) into `<target>/<profile>/cni-bin/`, where the bench runs it.
 ///
 /// Measured like the reference plugins, which run as installed files: a binary the linker
-/// has just written sits in the page cache in the small pieces it was written in, and
-/// starting it took 0.2–0.4 ms longer per call here than starting a copy of the same bytes
-/// (after `drop_caches`, when both are read back from disk, the two were equal).
+/// has just written took 0.2–0.4 ms longer per call to start here than a copy of the same
+/// bytes (a hard link to the linker's file was as slow as it; after `drop_caches`, when both
+/// are read back from disk, the two were equal). Likely the page cache's state of a file
+/// written piecemeal; not verified further.
 pub fn cni_binary(name: &str) -> Result<std::path::PathBuf, String> {
     let built = build_cni_binary(name)?;
     let dir = built

@@ -13,7 +13,11 @@
 //!   is read with `RTM_GETNETCONF` for `NETCONFA_IFINDEX_ALL` ([`forwarding`]); only a value
 //!   that differs is written through `/proc/sys` (once per node, in practice).
 //!
-//! IPv6 interface settings (`accept_dad`, `accept_ra`) have no netlink setter and stay sysctls.
+//! - **IPv6 address generation** of a link (`addr_gen_mode`, none: no link-local address)
+//!   travels in the same `IFLA_AF_SPEC`, as `AF_INET6 { IFLA_INET6_ADDR_GEN_MODE }`.
+//!
+//! Other IPv6 interface settings (`accept_dad`, `accept_ra`) have no netlink setter and stay
+//! sysctls.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 

@@ -145,7 +145,12 @@ impl PolicyObject {
 
 /// The policy mode of a node state (its recorded network mode).
 pub fn compile_mode(data: &StateData) -> cnet_policy::compile::Mode {
-    if data.mode == "bridge" {
+    mode_named(&data.mode)
+}
+
+/// The policy mode of a network mode name (`bridge`, else transparent).
+fn mode_named(name: &str) -> cnet_policy::compile::Mode {
+    if name == "bridge" {
         cnet_policy::compile::Mode::Bridge
     } else {
         cnet_policy::compile::Mode::Transparent
@@ -205,12 +210,7 @@ pub fn engine_for(data: &StateData) -> Result<Engine, CniError> {
 
 /// An engine holding exactly the inputs `st`, with nothing assumed about the kernel.
 fn engine_of(st: &EngineState) -> Result<Engine, CniError> {
-    let mode = if st.mode == "bridge" {
-        cnet_policy::compile::Mode::Bridge
-    } else {
-        cnet_policy::compile::Mode::Transparent
-    };
-    let mut opts = cnet_policy::compile::CompileOptions::new(mode);
+    let mut opts = cnet_policy::compile::CompileOptions::new(mode_named(&st.mode));
     opts.table = st.table.clone();
     opts.node.clone_from(&st.node);
     let mut e = Engine::with_options(opts);
