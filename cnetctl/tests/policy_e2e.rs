@@ -248,3 +248,91 @@ fn killed_adds_never_open_a_pod_against_policy() {
     let eps = lab.ctl_ok(&["get", "endpoints"]);
     assert_eq!(eps.lines().count(), 2, "only the client is left:\n{eps}");
 }
+
+/// ADD of `pod` as `ns/name` under container id `cid` (labels through `args.cni.labels`);
+/// returns its IPv4 address.
+fn add_as(lab: &Lab, cid: &str, pod: &cnet_testsupport::NetNs, ns: &str, name: &str) -> IpAddr {
+    let mut conf = lab.conf.clone();
+    conf["args"] = serde_json::json!({"cni": {"labels": [{"key": "app", "value": "db"}]}});
+    let out = lab
+        .spawn_plugin(
+            "ADD",
+            cid,
+            Some(pod),
+            Some(&format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}")),
+            &conf,
+            Stdio::piped(),
+        )
+        .wait_with_output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{v}");
+    let a = v["ips"][0]["address"].as_str().unwrap();
+    a.split('/').next().unwrap().parse().unwrap()
+}
+
+/// A pod recorded twice: a new sandbox of `prod/db` is added while the old sandbox's
+/// attachment is still recorded (its DEL never came), or the pod has two attachments. Both
+/// are the pod's, and the pod's policy holds on both: neither is left open, whichever was
+/// added first, and removing one leaves the other enforced.
+fn pod_attached_twice(mode: &str) {
+    let lab = Lab::new(mode, "cni");
+    let (web, tool, old, new) = (
+        lab.node.pod(),
+        lab.node.pod(),
+        lab.node.pod(),
+        lab.node.pod(),
+    );
+    lab.add(&web, "prod", "web", &[("app", "web")]);
+    lab.add(&tool, "dev", "tool", &[("app", "tool")]);
+    let (old_echo, new_echo) = (old.tcp_echo(), new.tcp_echo());
+    let f = write(
+        lab.dir.path(),
+        "db.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db, namespace: prod}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: web}}\n",
+    );
+    lab.ctl_ok(&["apply", "-f", &f]);
+    let old_ip = add_as(&lab, "db-old", &old, "prod", "db");
+    let new_ip = add_as(&lab, "db-new", &new, "prod", "db");
+    for (what, ip, port) in [
+        ("old", old_ip, old_echo.port()),
+        ("new", new_ip, new_echo.port()),
+    ] {
+        assert!(web.tcp_ok(ip, port), "{mode}: web -> {what} sandbox");
+        assert!(
+            !tool.tcp_ok(ip, port),
+            "{mode}: tool reaches the {what} sandbox"
+        );
+    }
+    let port = new_echo.port();
+    // The old sandbox goes (its late DEL): the new one stays enforced.
+    let out = lab
+        .spawn_plugin("DEL", "db-old", Some(&old), None, &lab.conf, Stdio::piped())
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        web.tcp_ok(new_ip, port),
+        "{mode}: web -> db after the old DEL"
+    );
+    assert!(
+        !tool.tcp_ok(new_ip, port),
+        "{mode}: tool reaches db after the old DEL"
+    );
+}
+
+#[test]
+fn a_pod_attached_twice_is_enforced_on_both_transparent() {
+    require_priv!();
+    pod_attached_twice("transparent");
+}
+
+#[test]
+fn a_pod_attached_twice_is_enforced_on_both_bridge() {
+    require_priv!();
+    pod_attached_twice("bridge");
+}

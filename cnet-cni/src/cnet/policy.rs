@@ -26,7 +26,7 @@ use crate::error::{CniError, ErrorCode};
 use cnet_policy::admin::AdminPolicyObject;
 use cnet_policy::engine::{Engine, EngineState, StateEndpoint};
 use cnet_policy::{EndpointId, NetworkPolicy};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -175,9 +175,15 @@ pub fn engine_state(data: &StateData) -> Result<EngineState, CniError> {
         ..EngineState::default()
     };
     st.namespaces.clone_from(&data.namespaces);
-    for r in data.endpoints.iter().filter(|r| !r.addresses.is_empty()) {
+    let attached = || data.endpoints.iter().filter(|r| !r.addresses.is_empty());
+    let mut per_pod: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for r in attached() {
+        *per_pod.entry((&r.namespace, &r.name)).or_default() += 1;
+    }
+    for r in attached() {
         st.namespaces.entry(r.namespace.clone()).or_default();
-        st.endpoints.push(state_endpoint(r));
+        let shared = per_pod.get(&(r.namespace.as_str(), r.name.as_str())) > Some(&1);
+        st.endpoints.push(state_endpoint(r, shared));
     }
     for p in &data.policies {
         match PolicyObject::from_stored(p)? {
@@ -189,11 +195,24 @@ pub fn engine_state(data: &StateData) -> Result<EngineState, CniError> {
     Ok(st)
 }
 
-/// The engine input of one attachment's record (which has addresses).
-fn state_endpoint(r: &EndpointRecord) -> StateEndpoint {
+/// The engine input of one attachment's record (which has addresses). `shared`: another
+/// record with addresses is of the same pod (a new sandbox while the old one's attachment is
+/// still recorded, or a pod with two attachments of this network).
+///
+/// The engine keys endpoints by pod name, so an attachment that shares its pod's name gets
+/// the name `<pod>/<host interface>`: each attachment is then an endpoint of its own, with
+/// the pod's labels and its own addresses and interface, and the pod's policy holds on every
+/// one of them (policy selects by labels and namespace, never by name; a Kubernetes name
+/// has no '/', so no other pod's name is taken). The name depends only on the records, so an
+/// engine moved there incrementally equals one built from scratch.
+fn state_endpoint(r: &EndpointRecord, shared: bool) -> StateEndpoint {
     StateEndpoint {
         namespace: r.namespace.clone(),
-        name: r.name.clone(),
+        name: if shared {
+            format!("{}/{}", r.name, r.host_ifname)
+        } else {
+            r.name.clone()
+        },
         labels: r.labels.clone(),
         addresses: r.addresses.iter().map(|a| a.ip()).collect(),
         host_ifname: Some(r.host_ifname.clone()),
@@ -495,11 +514,13 @@ pub fn check_programmed(dir: &Path, rec: &EndpointRecord) -> Result<(), String> 
     let Some(saved) = read_programmed(dir) else {
         return Err("no successful policy sync is recorded for this node".into());
     };
-    let Some(ep) = saved
-        .endpoints
-        .iter()
-        .find(|e| e.namespace == rec.namespace && e.name == rec.name)
-    else {
+    // By interface: the engine's name of an attachment that shares its pod's name is
+    // qualified ([`state_endpoint`]).
+    let Some(ep) = saved.endpoints.iter().find(|e| {
+        e.namespace == rec.namespace
+            && e.host_ifname.as_deref() == Some(rec.host_ifname.as_str())
+            && (e.name == rec.name || e.name == format!("{}/{}", rec.name, rec.host_ifname))
+    }) else {
         return Err(format!("endpoint {} is not programmed", rec.pod()));
     };
     let addrs: Vec<std::net::IpAddr> = rec.addresses.iter().map(|a| a.ip()).collect();
@@ -605,7 +626,8 @@ fn stage_endpoint(
             && r.namespace == rec.namespace
             && r.name == rec.name
     });
-    let one = (!was_staged && !same_pod && !rec.addresses.is_empty()).then(|| state_endpoint(&rec));
+    let one = (!was_staged && !same_pod && !rec.addresses.is_empty())
+        .then(|| state_endpoint(&rec, false));
     data.upsert_endpoint(rec);
     match (one, staged.engine.as_mut()) {
         (Some(ep), Some(e)) => {
@@ -955,14 +977,48 @@ mod tests {
 
     #[test]
     fn a_second_record_of_the_same_pod_compares_every_input() {
-        // The pod restarted: its old attachment is still recorded with an address. The engine
-        // keys endpoints by pod, so only one of the two is programmed: the one upserted last
-        // by the incremental path, which a from-scratch engine (records in order) need not
-        // pick; the two-step sync keeps the incremental path's choice.
+        // The pod restarted: its old attachment is still recorded with an address. Each of
+        // the two is an endpoint of its own (named after its interface), whichever path
+        // moved the engine there.
         let before = node(running());
         let mut begin = running();
         begin.push(rec("c0", "a", "web-1", None, "web"));
         let added = rec("c0", "a", "web-1", Some("10.1.0.9/32"), "web");
-        two_steps_equal_one(&before, node(begin), added, false);
+        two_steps_equal_one(&before, node(begin.clone()), added.clone(), true);
+        let mut fin = node(begin);
+        fin.upsert_endpoint(added);
+        let st = engine_state(&fin).unwrap();
+        let mut web: Vec<(&str, Option<&str>)> = st
+            .endpoints
+            .iter()
+            .filter(|e| e.labels.get("app").map(String::as_str) == Some("web"))
+            .map(|e| (e.name.as_str(), e.host_ifname.as_deref()))
+            .collect();
+        web.sort_unstable();
+        assert_eq!(
+            web,
+            [
+                ("web-1/cnetc0", Some("cnetc0")),
+                ("web-1/cnetc1", Some("cnetc1"))
+            ]
+        );
+        // Both interfaces are in the policy's subject set of the rendered table.
+        let text = engine_for(&fin).unwrap().render().unwrap();
+        assert!(
+            text.contains("\"cnetc0\"") && text.contains("\"cnetc1\""),
+            "{text}"
+        );
+        // One goes: the other is the pod's only attachment again, under the pod's name.
+        fin.remove_endpoint("c1", "eth0");
+        let st = engine_state(&fin).unwrap();
+        assert!(st.endpoints.iter().any(|e| e.name == "web-1"));
+        // CHECK finds each attachment's programmed endpoint by its interface.
+        let dir = tempfile::tempdir().unwrap();
+        let mut two = node(running());
+        two.upsert_endpoint(rec("c0", "a", "web-1", Some("10.1.0.9/32"), "web"));
+        write_programmed(dir.path(), &engine_state(&two).unwrap()).unwrap();
+        for r in &two.endpoints {
+            check_programmed(dir.path(), r).unwrap();
+        }
     }
 }
