@@ -518,15 +518,20 @@ impl CnetPlugin {
         }
         self.trace.phase("policy");
         let mut refused: Option<CniError> = None;
+        let mut gate_wait = std::time::Duration::ZERO;
         let policy = &mut self.policy;
         let mut gate = || -> Result<(), String> {
-            policy.wait_programmed().map_err(|e| {
+            let t = std::time::Instant::now();
+            let programmed = policy.wait_programmed();
+            gate_wait = t.elapsed();
+            programmed.map_err(|e| {
                 let reason = e.msg.clone();
                 refused = Some(e);
                 reason
             })
         };
         let attached = mode.attach_gated(&node()?, &spec, &mut gate);
+        self.trace.part("attach-gate-wait", gate_wait);
         let att = match attached {
             Ok(a) => a,
             Err(e) => {
@@ -539,7 +544,9 @@ impl CnetPlugin {
         self.trace.phase("attach");
         // The lease is durable before anything reports it (an error here is undone by the
         // caller like any other: the lease is released, the links removed).
+        let t = std::time::Instant::now();
         flush.finish()?;
+        self.trace.part("settle-flush-wait", t.elapsed());
         self.policy.settle()?;
         self.trace.phase("settle");
         if let Some(rec) = guard.data.endpoint_mut(cid, ifname) {

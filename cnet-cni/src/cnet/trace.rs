@@ -50,6 +50,20 @@ impl Trace {
     }
 }
 
+impl Trace {
+    /// Print a measured part of the current phase (e.g. a wait inside it) under `name`,
+    /// without ending the phase.
+    pub fn part(&self, name: &str, took: std::time::Duration) {
+        if self.on {
+            eprintln!(
+                "cnet-trace {} {name} {:.3}ms",
+                self.cmd,
+                took.as_secs_f64() * 1e3
+            );
+        }
+    }
+}
+
 impl Drop for Trace {
     fn drop(&mut self) {
         if self.on {
