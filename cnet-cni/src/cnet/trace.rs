@@ -48,9 +48,7 @@ impl Trace {
             self.last = now;
         }
     }
-}
 
-impl Trace {
     /// Print a measured part of the current phase (e.g. a wait inside it) under `name`,
     /// without ending the phase.
     pub fn part(&self, name: &str, took: std::time::Duration) {
