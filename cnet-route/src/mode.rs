@@ -126,12 +126,14 @@ pub trait IntraNode: Sync {
         shell::attach(self, node, spec, &mut || Ok(()))
     }
 
-    /// [`attach`](Self::attach), calling `gate` once the veth pair exists (both ends down)
-    /// and before either end goes up: nothing the pod sends or receives can pass before
-    /// `gate` returned `Ok`, so a caller can finish work the pod's traffic depends on (e.g.
-    /// its policy) concurrently with the link creation. `Err(reason)` stops the attach
-    /// ([`Error::Gate`]) and deletes the pair; `gate` is not called when the attach fails
-    /// earlier.
+    /// [`attach`](Self::attach), calling `gate` once the veth pair exists and its pod end is
+    /// configured, and before the host end goes up: a veth carries nothing while one of its
+    /// ends is down (no carrier on the other; what the pod end sends is dropped), and the
+    /// host end gets its routes and neighbour entries only after it is up, so nothing the
+    /// pod sends or receives can pass before `gate` returned `Ok`. A caller can finish work
+    /// the pod's traffic depends on (e.g. its policy) concurrently with the link creation.
+    /// `Err(reason)` stops the attach ([`Error::Gate`]) and deletes the pair; `gate` is not
+    /// called when the attach fails earlier.
     fn attach_gated(
         &self,
         node: &Node,

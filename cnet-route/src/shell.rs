@@ -278,13 +278,20 @@ async fn attach_plan(
         }
     };
     // From here on the veth pair is ours: any failure deletes it (which also removes every
-    // route, address and neighbour entry on either end). Both ends are still down: the
-    // caller's gate runs before anything can carry a packet.
-    if let Err(reason) = gate() {
-        let _ = node.delete_link(&v.host).await;
-        return Err(Error::Gate { reason });
-    }
-    match configure(node, pod, (node_ns, pod_ns, inline), &plan, echoed).await {
+    // route, address and neighbour entry on either end). The pod end is configured and goes
+    // up before the caller's gate: a veth carries nothing while its peer is down (no carrier;
+    // the kernel drops what one end sends while the other is not up), and the host end goes
+    // up, with its routes and neighbour entries, only once the gate returned `Ok`.
+    let raised = async {
+        let (host_index, pod_index) =
+            prepare_ends(node, pod, (node_ns, pod_ns, inline), &plan, echoed).await?;
+        if let Err(reason) = gate() {
+            return Err(Error::Gate { reason });
+        }
+        raise_host(node, &plan, host_index).await?;
+        Ok(pod_index)
+    };
+    match raised.await {
         Ok(pod_ifindex) => Ok(Attachment {
             host_ifname: v.host.clone(),
             host_mac: v.host_mac,
@@ -313,16 +320,19 @@ async fn index(nl: &Nl, name: &str) -> Result<u32, Error> {
         })
 }
 
-/// One queued netlink request of [`configure`].
+/// One queued netlink request of [`prepare_ends`] and [`raise_host`].
 type Req<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + 'a>>;
 
-async fn configure(
+/// Everything of a new pair but what makes it carry traffic: the host end's settings (it
+/// stays down), and the whole pod end (settings, up, addresses, routes, neighbour entries;
+/// without its peer up it has no carrier). Returns the (host, pod) interface indexes.
+async fn prepare_ends(
     node: &Nl,
     pod: &Nl,
     (node_ns, pod_ns, inline): (&Netns, &Netns, bool),
     plan: &EndpointPlan,
     echoed: Option<(u32, u32)>,
-) -> Result<u32, Error> {
+) -> Result<(u32, u32), Error> {
     let v = &plan.veth;
     let (host_index, pod_index) = match echoed {
         Some(indexes) => indexes,
@@ -333,7 +343,7 @@ async fn configure(
     // still added after the link is up and the scope-link route before the route through
     // it; any error fails the attach (which deletes the pair).
     // IPv4 interface settings travel in a request of their own (with the host end's alias)
-    // just before the one that sets the link up (the kernel stores them as a sysctl write
+    // before the one that sets the link up (the kernel stores them as a sysctl write
     // would; see netconf); others are sysctl writes.
     let (host_conf, host_sysctls) =
         split_inet_conf(plan.sysctls.iter().filter(|s| s.interface.is_some()));
@@ -342,23 +352,14 @@ async fn configure(
         for s in &host_sysctls {
             write_sysctl(s)?;
         }
-        let mut reqs: Vec<Req<'_>> = vec![
-            Box::pin(node.set_attributes(
-                &v.host,
-                host_index,
-                Some(&v.host_alias),
-                &host_conf,
-                !v.host_ipv6,
-            )),
-            Box::pin(node.set_up(&v.host, host_index)),
-        ];
-        for r in plan.routes_on(Side::Node) {
-            reqs.push(Box::pin(node.add_route(r, host_index)));
-        }
-        for n in plan.neighbours_on(Side::Node) {
-            reqs.push(Box::pin(node.add_neighbour(n, host_index)));
-        }
-        futures::future::try_join_all(reqs).await.map(|_| ())
+        node.set_attributes(
+            &v.host,
+            host_index,
+            Some(&v.host_alias),
+            &host_conf,
+            !v.host_ipv6,
+        )
+        .await
     };
     let pod_side = async {
         // No await between entering the pod netns and coming back: the node-side future
@@ -382,7 +383,21 @@ async fn configure(
         futures::future::try_join_all(reqs).await.map(|_| ())
     };
     futures::try_join!(node_side, pod_side)?;
-    Ok(pod_index)
+    Ok((host_index, pod_index))
+}
+
+/// The host end goes up (the pair carries traffic from here on), then its routes and
+/// neighbour entries (pipelined).
+async fn raise_host(node: &Nl, plan: &EndpointPlan, host_index: u32) -> Result<(), Error> {
+    let v = &plan.veth;
+    let mut reqs: Vec<Req<'_>> = vec![Box::pin(node.set_up(&v.host, host_index))];
+    for r in plan.routes_on(Side::Node) {
+        reqs.push(Box::pin(node.add_route(r, host_index)));
+    }
+    for n in plan.neighbours_on(Side::Node) {
+        reqs.push(Box::pin(node.add_neighbour(n, host_index)));
+    }
+    futures::future::try_join_all(reqs).await.map(|_| ())
 }
 
 pub(crate) fn owned_by(l: &crate::check::ObservedLink, container_id: &str, ifname: &str) -> bool {

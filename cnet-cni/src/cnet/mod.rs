@@ -505,9 +505,9 @@ impl CnetPlugin {
             rec.addresses = plan.addresses.iter().map(|a| a.address).collect();
         }
         // Policy before traffic: the endpoint's rules are programmed (on a helper thread)
-        // while its links are created, and both ends of the pair go up only once they are
-        // (the attach's gate). The record of what was programmed is written meanwhile;
-        // settled below.
+        // while its links are created, and the host end of the pair goes up (the pair carries
+        // traffic) only once they are (the attach's gate). The record of what was programmed
+        // is written meanwhile; settled below.
         let policy_error = |e: CniError| {
             CniError::new(ErrorCode::Other(CODE_POLICY), e.msg).with_details(e.details)
         };
