@@ -35,16 +35,16 @@ where
         .name(name.into())
         .spawn(move || rx.recv().ok().map(f))
     {
-        Ok(h) => match {
+        Ok(h) => {
             elsewhere(&h);
-            tx.send(value)
-        } {
-            Ok(()) => Ok(Helper(h)),
-            Err(mpsc::SendError(v)) => {
-                let _ = h.join();
-                Err(v)
+            match tx.send(value) {
+                Ok(()) => Ok(Helper(h)),
+                Err(mpsc::SendError(v)) => {
+                    let _ = h.join();
+                    Err(v)
+                }
             }
-        },
+        }
         Err(_) => Err(value),
     }
 }
