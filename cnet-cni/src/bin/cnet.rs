@@ -25,7 +25,8 @@ extern "C" fn main(
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         // The heap grows by 1 MiB beyond each request (glibc's default: 128 KiB) and keeps
         // as much when it shrinks: a call's heap then grows and is trimmed a few times
-        // instead of dozens, and each brk on this machine's virtualised MMU is dear (see
+        // instead of dozens (the helper threads' arenas grow by mprotect), and each such
+        // change on this machine's virtualised MMU is dear (see
         // README, "Benchmarks"). Only touched pages take memory.
         libc::mallopt(libc::M_TOP_PAD, TOP_PAD);
     }
