@@ -91,6 +91,7 @@ pub mod netns;
 mod nl;
 pub mod plan;
 pub mod retire;
+mod rtsync;
 mod shell;
 mod spec;
 

@@ -5,11 +5,10 @@
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
-use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
-};
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{
@@ -19,9 +18,11 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteScope,
+    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteScope, RouteType,
 };
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::check::{ObservedLink, ObservedNeighbour, ObservedRoute, SideState};
 use crate::error::{Error, Side, nl_errno};
@@ -80,142 +81,6 @@ impl Nl {
         }
     }
 
-    /// Create the veth pair with the pod end directly in `pod_ns` (one RTM_NEWLINK). The pod
-    /// end is created down: the kernel refuses to open a veth peer before the pair is linked
-    /// (ENOTCONN), so it is set up afterwards. EEXIST is returned raw for the caller.
-    ///
-    /// The request carries NLM_F_ECHO: kernels that honour it (6.3+) send the new host link
-    /// back, whose IFLA_LINK is the pod end's index, so no lookup is needed. Returns
-    /// `(host index, pod index)` when echoed.
-    ///
-    /// Both ends are created with one TX and one RX queue ([`VETH_QUEUES`]). Without the
-    /// counts the kernel allocates one queue per possible CPU and then lowers each end's
-    /// *real* queue count to 1, and lowering it on a registered device waits for an RCU
-    /// grace period under RTNL (`synchronize_net` in `netif_set_real_num_tx_queues`):
-    /// measured here ~0.4 ms of the ~0.56 ms the request took (an expedited grace period per
-    /// end, on every veth creation of the node). The pair behaves the same (one real queue
-    /// either way); what is lost is raising the queue count later (`ethtool -L`).
-    pub(crate) async fn create_veth(
-        &self,
-        v: &VethPlan,
-        master: Option<u32>,
-        pod_ns: BorrowedFd<'_>,
-    ) -> Result<Option<(u32, u32)>, rtnetlink::Error> {
-        let peer = LinkUnspec::new_with_name(&v.pod)
-            .mtu(v.mtu)
-            .address(v.pod_mac.0.to_vec())
-            .setns_by_fd(pod_ns.as_raw_fd())
-            .append_extra_attribute(LinkAttribute::NumTxQueues(VETH_QUEUES))
-            .append_extra_attribute(LinkAttribute::NumRxQueues(VETH_QUEUES))
-            .build();
-        let mut b = LinkVeth::new(&v.host, &v.pod)
-            .mtu(v.mtu)
-            .address(v.host_mac.0.to_vec())
-            .append_extra_attribute(LinkAttribute::NumTxQueues(VETH_QUEUES))
-            .append_extra_attribute(LinkAttribute::NumRxQueues(VETH_QUEUES))
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
-        if let Some(m) = master {
-            b = b.controller(m);
-        }
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(b.build()));
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
-        let mut responses = self.h.clone().request(req)?;
-        let mut indexes = None;
-        while let Some(m) = responses.next().await {
-            match m.payload {
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(rtnetlink::Error::NetlinkError(e));
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
-                    let named = l
-                        .attributes
-                        .iter()
-                        .any(|a| matches!(a, LinkAttribute::IfName(n) if *n == v.host));
-                    let peer = l.attributes.iter().find_map(|a| match a {
-                        LinkAttribute::Link(i) => Some(*i),
-                        _ => None,
-                    });
-                    if let (true, Some(peer)) = (named, peer) {
-                        indexes = Some((l.header.index, peer));
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(indexes)
-    }
-
-    /// Create the bridge (down); EEXIST is returned to the caller.
-    pub(crate) async fn create_bridge(&self, b: &BridgePlan) -> Result<(), rtnetlink::Error> {
-        let msg = LinkBridge::new(&b.name)
-            .mtu(b.mtu)
-            .address(b.mac.0.to_vec())
-            .up()
-            .build();
-        self.h.link().add(msg).execute().await
-    }
-
-    /// Set a link up (nothing else in the request: see [`Nl::set_attributes`]).
-    pub(crate) async fn set_up(&self, name: &str, index: u32) -> Result<(), Error> {
-        let msg = LinkUnspec::new_with_index(index).up().build();
-        self.h
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| self.iface(name, "set up", e))
-    }
-
-    /// Set a link's alias (an alias given at creation is ignored by the kernel) and IPv4
-    /// interface settings `(IPV4_DEVCONF_*, value)` (see [`crate::netconf`]) in one request
-    /// that leaves its flags alone (nothing is sent when there is nothing to set).
-    ///
-    /// Apart from the request that sets the link up: measured here, one request carrying an
-    /// alias *and* the up flag cost the kernel ~0.3 ms, the two requests ~0.04 ms together.
-    ///
-    /// With `no_link_local` the link's IPv6 address generation is turned off too (before it
-    /// goes up, so it never gets a link-local address); where the kernel has no IPv6 for the
-    /// link (EAFNOSUPPORT) the request is repeated without that.
-    pub(crate) async fn set_attributes(
-        &self,
-        name: &str,
-        index: u32,
-        alias: Option<&str>,
-        inet_conf: &[(u16, u32)],
-        no_link_local: bool,
-    ) -> Result<(), Error> {
-        if alias.is_none() && inet_conf.is_empty() && !no_link_local {
-            return Ok(());
-        }
-        let message = |no_link_local: bool| {
-            let mut b = LinkUnspec::new_with_index(index);
-            if let Some(a) = alias {
-                b = b.alias(a);
-            }
-            let mut msg = b.build();
-            if !inet_conf.is_empty() || no_link_local {
-                msg.attributes
-                    .push(crate::netconf::af_spec_attribute(inet_conf, no_link_local));
-            }
-            msg
-        };
-        let op = match (alias.is_some(), inet_conf.is_empty()) {
-            (true, true) => "set alias",
-            (false, _) => "set interface settings",
-            (true, false) => "set alias and interface settings",
-        };
-        match self.h.link().set(message(no_link_local)).execute().await {
-            Err(e) if no_link_local && nl_errno(&e) == Some(libc::EAFNOSUPPORT) => {
-                if alias.is_none() && inet_conf.is_empty() {
-                    return Ok(());
-                }
-                self.h.link().set(message(false)).execute().await
-            }
-            r => r,
-        }
-        .map_err(|e| self.iface(name, op, e))
-    }
-
     /// All links (for listing attachments).
     pub(crate) async fn links(&self) -> Result<Vec<ObservedLink>, Error> {
         let mut s = self.h.link().get().execute();
@@ -237,97 +102,6 @@ impl Nl {
             Err(e) if matches!(nl_errno(&e), Some(libc::ENODEV)) => Ok(false),
             Err(e) => Err(self.iface(name, "delete", e)),
         }
-    }
-
-    /// Add an address; `exist_ok` makes EEXIST success (shared bridge addresses).
-    pub(crate) async fn add_address(
-        &self,
-        ifname: &str,
-        index: u32,
-        address: IpNetwork,
-        nodad: bool,
-        exist_ok: bool,
-    ) -> Result<(), Error> {
-        let mut req = self.h.address().add(index, address.ip(), address.prefix());
-        if nodad {
-            let m = req.message_mut();
-            m.header.flags |= AddressHeaderFlags::Nodad;
-            m.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        match req.execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if exist_ok && nl_errno(&e) == Some(libc::EEXIST) => Ok(()),
-            Err(source) => Err(Error::Address {
-                address,
-                ifname: ifname.to_string(),
-                side: self.side,
-                source: Box::new(source),
-            }),
-        }
-    }
-
-    /// Add a route through the link `index`.
-    pub(crate) async fn add_route(&self, r: &RoutePlan, index: u32) -> Result<(), Error> {
-        let mut msg = match (r.destination, r.gateway) {
-            (IpNetwork::V4(d), g) => {
-                let mut b = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                    .destination_prefix(d.ip(), d.prefix())
-                    .output_interface(index);
-                if let Some(IpAddr::V4(g)) = g {
-                    b = b.gateway(g);
-                }
-                b.build()
-            }
-            (IpNetwork::V6(d), g) => {
-                let mut b = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                    .destination_prefix(d.ip(), d.prefix())
-                    .output_interface(index);
-                if let Some(IpAddr::V6(g)) = g {
-                    b = b.gateway(g);
-                }
-                b.build()
-            }
-        };
-        if r.scope_link {
-            msg.header.scope = RouteScope::Link;
-        }
-        let metrics: Vec<RouteMetric> = r
-            .mtu
-            .map(RouteMetric::Mtu)
-            .into_iter()
-            .chain(r.advmss.map(RouteMetric::Advmss))
-            .collect();
-        if !metrics.is_empty() {
-            msg.attributes.push(RouteAttribute::Metrics(metrics));
-        }
-        self.h
-            .route()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|source| Error::Route {
-                route: r.to_string(),
-                side: self.side,
-                op: "add",
-                source: Box::new(source),
-            })
-    }
-
-    /// Add a permanent (with MAC) or proxy (without) neighbour entry, replacing any.
-    pub(crate) async fn add_neighbour(&self, n: &NeighbourPlan, index: u32) -> Result<(), Error> {
-        let mut req = self.h.neighbours().add(index, n.address).replace();
-        req = match n.mac {
-            Some(mac) => req.link_layer_address(&mac.0),
-            None => req.flags(NeighbourFlags::Proxy),
-        };
-        req.execute().await.map_err(|source| Error::Neighbour {
-            address: n.address,
-            ifname: n.ifname.clone(),
-            side: self.side,
-            op: "add",
-            source: Box::new(source),
-        })
     }
 
     /// All addresses as (ifindex, address/prefix).
@@ -414,29 +188,13 @@ impl Nl {
         Ok(out)
     }
 
-    /// The index of the link that carries traffic to the world: a route *lookup* (no dump,
-    /// so its cost does not grow with the node's per-pod routes) for a documentation
-    /// address (192.0.2.1, then 2001:db8::1), which only the default route covers.
+    /// The index of the link that carries traffic to the world ([`default_route_probes`]).
     pub(crate) async fn default_route_link(&self) -> Result<Option<u32>, Error> {
-        let probes = [
-            RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                .destination_prefix(std::net::Ipv4Addr::new(192, 0, 2, 1), 32)
-                .build(),
-            RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                .destination_prefix(
-                    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
-                    128,
-                )
-                .build(),
-        ];
-        for msg in probes {
+        for msg in default_route_probes() {
             let mut s = self.h.route().get(msg).execute();
             // No route (ENETUNREACH) is not an error here: try the next family.
             if let Ok(Some(m)) = s.try_next().await
-                && let Some(oif) = m.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Oif(i) => Some(*i),
-                    _ => None,
-                })
+                && let Some(oif) = route_oif(&m)
             {
                 return Ok(Some(oif));
             }
@@ -459,7 +217,262 @@ impl Nl {
     }
 }
 
-fn observed_link(m: &LinkMessage) -> ObservedLink {
+/// The request that creates the veth pair with the pod end directly in `pod_ns` (one
+/// RTM_NEWLINK, sent with NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO). The pod end is created
+/// down: the kernel refuses to open a veth peer before the pair is linked (ENOTCONN), so it
+/// is set up afterwards.
+///
+/// Kernels that honour NLM_F_ECHO (6.3+) send the new host link back, whose IFLA_LINK is
+/// the pod end's index ([`echoed_pair`]), so no lookup is needed.
+///
+/// Both ends are created with one TX and one RX queue ([`VETH_QUEUES`]). Without the
+/// counts the kernel allocates one queue per possible CPU and then lowers each end's
+/// *real* queue count to 1, and lowering it on a registered device waits for an RCU
+/// grace period under RTNL (`synchronize_net` in `netif_set_real_num_tx_queues`):
+/// measured here ~0.4 ms of the ~0.56 ms the request took (an expedited grace period per
+/// end, on every veth creation of the node). The pair behaves the same (one real queue
+/// either way); what is lost is raising the queue count later (`ethtool -L`).
+pub(crate) fn veth_message(
+    v: &VethPlan,
+    master: Option<u32>,
+    pod_ns: BorrowedFd<'_>,
+) -> RouteNetlinkMessage {
+    let peer = LinkUnspec::new_with_name(&v.pod)
+        .mtu(v.mtu)
+        .address(v.pod_mac.0.to_vec())
+        .setns_by_fd(pod_ns.as_raw_fd())
+        .append_extra_attribute(LinkAttribute::NumTxQueues(VETH_QUEUES))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(VETH_QUEUES))
+        .build();
+    let mut b = LinkVeth::new(&v.host, &v.pod)
+        .mtu(v.mtu)
+        .address(v.host_mac.0.to_vec())
+        .append_extra_attribute(LinkAttribute::NumTxQueues(VETH_QUEUES))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(VETH_QUEUES))
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+    if let Some(m) = master {
+        b = b.controller(m);
+    }
+    RouteNetlinkMessage::NewLink(b.build())
+}
+
+/// Flags of [`veth_message`].
+pub(crate) const VETH_FLAGS: u16 = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+/// Flags of a request that creates an object that must not exist yet.
+pub(crate) const CREATE_FLAGS: u16 = NLM_F_CREATE | NLM_F_EXCL;
+/// Flags of a request that creates or replaces (neighbour entries).
+pub(crate) const REPLACE_FLAGS: u16 = NLM_F_CREATE | NLM_F_REPLACE;
+
+/// `(host index, pod index)` from the echo of [`veth_message`] for host end `host`.
+pub(crate) fn echoed_pair(replies: &[RouteNetlinkMessage], host: &str) -> Option<(u32, u32)> {
+    replies.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(l) => {
+            let named = l
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfName(n) if n == host));
+            let peer = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Link(i) => Some(*i),
+                _ => None,
+            })?;
+            named.then_some((l.header.index, peer))
+        }
+        _ => None,
+    })
+}
+
+/// The request that creates the bridge (up); EEXIST when it exists.
+pub(crate) fn bridge_message(b: &BridgePlan) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewLink(
+        LinkBridge::new(&b.name)
+            .mtu(b.mtu)
+            .address(b.mac.0.to_vec())
+            .up()
+            .build(),
+    )
+}
+
+/// The request that sets link `index` up (nothing else in it: see [`attributes_message`]).
+pub(crate) fn set_up_message(index: u32) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build())
+}
+
+/// The request that sets link `index`'s alias (an alias given at creation is ignored by the
+/// kernel) and IPv4 interface settings `(IPV4_DEVCONF_*, value)` (see [`crate::netconf`])
+/// and leaves its flags alone; `None` when there is nothing to set.
+///
+/// Apart from the request that sets the link up: measured here, one request carrying an
+/// alias *and* the up flag cost the kernel ~0.3 ms, the two requests ~0.04 ms together.
+///
+/// With `no_link_local` the link's IPv6 address generation is turned off too (before it
+/// goes up, so it never gets a link-local address); where the kernel has no IPv6 for the
+/// link (EAFNOSUPPORT) the caller repeats the request without that.
+pub(crate) fn attributes_message(
+    index: u32,
+    alias: Option<&str>,
+    inet_conf: &[(u16, u32)],
+    no_link_local: bool,
+) -> Option<RouteNetlinkMessage> {
+    if alias.is_none() && inet_conf.is_empty() && !no_link_local {
+        return None;
+    }
+    let mut b = LinkUnspec::new_with_index(index);
+    if let Some(a) = alias {
+        b = b.alias(a);
+    }
+    let mut msg = b.build();
+    if !inet_conf.is_empty() || no_link_local {
+        msg.attributes
+            .push(crate::netconf::af_spec_attribute(inet_conf, no_link_local));
+    }
+    Some(RouteNetlinkMessage::SetLink(msg))
+}
+
+/// What [`attributes_message`] sets, for errors.
+pub(crate) fn attributes_op(alias: Option<&str>, inet_conf: &[(u16, u32)]) -> &'static str {
+    match (alias.is_some(), inet_conf.is_empty()) {
+        (true, true) => "set alias",
+        (false, _) => "set interface settings",
+        (true, false) => "set alias and interface settings",
+    }
+}
+
+/// The request that adds `address` to link `index` (without duplicate address detection
+/// when `nodad`).
+pub(crate) fn address_message(index: u32, address: IpNetwork, nodad: bool) -> RouteNetlinkMessage {
+    let mut m = match address.ip() {
+        IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+            .index(index)
+            .address(a, address.prefix())
+            .build(),
+        IpAddr::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+            .index(index)
+            .address(a, address.prefix())
+            .build(),
+    };
+    if nodad {
+        m.header.flags |= AddressHeaderFlags::Nodad;
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    RouteNetlinkMessage::NewAddress(m)
+}
+
+/// The request that adds route `r` through link `index`.
+pub(crate) fn route_message(r: &RoutePlan, index: u32) -> RouteNetlinkMessage {
+    let mut msg = match (r.destination, r.gateway) {
+        (IpNetwork::V4(d), g) => {
+            let mut b = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .destination_prefix(d.ip(), d.prefix())
+                .output_interface(index);
+            if let Some(IpAddr::V4(g)) = g {
+                b = b.gateway(g);
+            }
+            b.build()
+        }
+        (IpNetwork::V6(d), g) => {
+            let mut b = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(d.ip(), d.prefix())
+                .output_interface(index);
+            if let Some(IpAddr::V6(g)) = g {
+                b = b.gateway(g);
+            }
+            b.build()
+        }
+    };
+    if r.scope_link {
+        msg.header.scope = RouteScope::Link;
+    }
+    let metrics: Vec<RouteMetric> = r
+        .mtu
+        .map(RouteMetric::Mtu)
+        .into_iter()
+        .chain(r.advmss.map(RouteMetric::Advmss))
+        .collect();
+    if !metrics.is_empty() {
+        msg.attributes.push(RouteAttribute::Metrics(metrics));
+    }
+    RouteNetlinkMessage::NewRoute(msg)
+}
+
+/// The request that adds a permanent (with MAC) or proxy (without) neighbour entry on link
+/// `index` (sent with [`REPLACE_FLAGS`]: it replaces any).
+pub(crate) fn neighbour_message(n: &NeighbourPlan, index: u32) -> RouteNetlinkMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = match n.address {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.header.kind = RouteType::Unspec;
+    m.attributes
+        .push(NeighbourAttribute::Destination(match n.address {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        }));
+    match n.mac {
+        Some(mac) => m
+            .attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec())),
+        None => m.header.flags = NeighbourFlags::Proxy,
+    }
+    RouteNetlinkMessage::NewNeighbour(m)
+}
+
+/// The request for the link called `name` (answered with it, or ENODEV).
+pub(crate) fn get_link_message(name: &str) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    RouteNetlinkMessage::GetLink(m)
+}
+
+/// The request for the link with `index`.
+pub(crate) fn get_link_by_index_message(index: u32) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    RouteNetlinkMessage::GetLink(m)
+}
+
+/// The request that deletes the link called `name` (ENODEV when there is none).
+pub(crate) fn delete_link_message(name: &str) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelLink(LinkUnspec::new_with_name(name).build())
+}
+
+/// Route *lookups* (no dump, so their cost does not grow with the node's per-pod routes)
+/// for documentation addresses (192.0.2.1, then 2001:db8::1), which only a default route
+/// covers: the link that carries traffic to the world is the first answer's output link.
+pub(crate) fn default_route_probes() -> [RouteMessage; 2] {
+    [
+        RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(std::net::Ipv4Addr::new(192, 0, 2, 1), 32)
+            .build(),
+        RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .destination_prefix(
+                std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+                128,
+            )
+            .build(),
+    ]
+}
+
+/// The output link of a route lookup's answer.
+pub(crate) fn route_oif(m: &RouteMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    })
+}
+
+/// The first link in `replies`, as observed.
+pub(crate) fn first_link(replies: &[RouteNetlinkMessage]) -> Option<ObservedLink> {
+    replies.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(l) => Some(observed_link(l)),
+        _ => None,
+    })
+}
+
+pub(crate) fn observed_link(m: &LinkMessage) -> ObservedLink {
     let mut l = ObservedLink {
         index: m.header.index,
         name: String::new(),

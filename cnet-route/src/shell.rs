@@ -3,21 +3,29 @@
 //! Every operation runs on one short-lived OS thread that enters the node namespace; the pod
 //! socket is created after a brief `setns` into the pod namespace on that same thread (sockets
 //! stay bound to the namespace they were created in), then the thread returns to the node
-//! namespace and drives both sockets from a current-thread tokio runtime. The caller's thread
-//! never changes namespace.
+//! namespace and drives both sockets. The caller's thread never changes namespace (unless the
+//! node is the caller's own namespace: then the work runs inline).
+//!
+//! Attach, the hot path of every pod start, uses blocking sockets and sends each side's
+//! requests in batches ([`crate::rtsync`]); the other operations drive rtnetlink's async
+//! connection from a current-thread tokio runtime.
 
 use std::os::fd::AsFd;
 
+use crate::check::ObservedLink;
 use crate::check::{Difference, Observed, diff};
 use crate::error::{Error, Errors, Side, nl_errno};
 use crate::mode::{Attachment, HostLink, IntraNode, Node};
 use crate::netns::{Netns, route_socket};
-use crate::nl::Nl;
-use crate::plan::{BridgePlan, EndpointPlan, SysctlPlan};
+use crate::nl::{self, Nl};
+use crate::plan::{BridgePlan, EndpointPlan, NeighbourPlan, RoutePlan, SysctlPlan};
+use crate::rtsync::Rt;
 use crate::spec::{
     EndpointSpec, derived_mac, host_ifname, invalid, owner_alias, parse_owner_alias,
     validate_ifname, validate_owner,
 };
+use ipnetwork::IpNetwork;
+use rtnetlink::packet_route::RouteNetlinkMessage;
 
 /// MTU when neither the spec, the configured uplink nor a default route gives one.
 pub const FALLBACK_MTU: u32 = 1500;
@@ -109,35 +117,132 @@ pub(crate) fn attach<M: IntraNode + ?Sized>(
     let ns = node.netns();
     node.run(|inline| {
         let pod_ns = Netns::open(&spec.netns)?;
-        let node_fd = socket(Side::Node)?;
+        let mut node_rt = Rt::new(socket(Side::Node)?, Side::Node);
         // Namespace-wide forwarding as netlink reports it (no /proc/sys walk; see netconf).
         let forwarding: Vec<(u8, bool)> = checked
             .sysctls
             .iter()
             .filter_map(crate::netconf::forwarding_family)
-            .filter_map(|f| Some((f, crate::netconf::forwarding(node_fd.as_fd(), f)?)))
+            .filter_map(|f| Some((f, crate::netconf::forwarding(node_rt.fd(), f)?)))
             .collect();
-        let pod_fd = pod_socket(ns, &pod_ns, inline)?;
-        let rt = runtime(Side::Node)?;
-        rt.block_on(async {
-            let node_nl = Nl::connect(node_fd, Side::Node)?;
-            let pod_nl = Nl::connect(pod_fd, Side::Pod)?;
-            let mtu = match spec.mtu {
-                Some(m) => m,
-                None => uplink_mtu(&node_nl, mode.uplink()).await?,
-            };
-            let plan = mode.plan(spec, mtu)?;
-            attach_plan(
-                (&node_nl, &pod_nl),
-                (ns, &pod_ns),
-                plan,
-                (&spec.container_id, &spec.ifname),
-                (&forwarding, inline),
-                gate,
-            )
-            .await
-        })
+        let mut pod_rt = Rt::new(pod_socket(ns, &pod_ns, inline)?, Side::Pod);
+        let mtu = match spec.mtu {
+            Some(m) => m,
+            None => uplink_mtu_blocking(&mut node_rt, mode.uplink())?,
+        };
+        let plan = mode.plan(spec, mtu)?;
+        attach_plan(
+            (&mut node_rt, &mut pod_rt),
+            (ns, &pod_ns),
+            plan,
+            (&spec.container_id, &spec.ifname),
+            (&forwarding, inline),
+            gate,
+        )
     })?
+}
+
+/// One request of a batch, for its error.
+enum What<'a> {
+    /// On the link called `.0`, doing `.1`.
+    Link(&'a str, &'static str),
+    Address(&'a str, IpNetwork),
+    Route(&'a RoutePlan),
+    Neighbour(&'a NeighbourPlan),
+}
+
+impl What<'_> {
+    fn error(&self, side: Side, source: rtnetlink::Error) -> Error {
+        let source = Box::new(source);
+        match self {
+            What::Link(name, op) => Error::Interface {
+                name: (*name).to_string(),
+                side,
+                op,
+                source,
+            },
+            What::Address(ifname, address) => Error::Address {
+                address: *address,
+                ifname: (*ifname).to_string(),
+                side,
+                source,
+            },
+            What::Route(r) => Error::Route {
+                route: r.to_string(),
+                side,
+                op: "add",
+                source,
+            },
+            What::Neighbour(n) => Error::Neighbour {
+                address: n.address,
+                ifname: n.ifname.clone(),
+                side,
+                op: "add",
+                source,
+            },
+        }
+    }
+}
+
+/// Send `reqs` in one batch; the first that failed (in order) is the error.
+fn batch(rt: &mut Rt, reqs: Vec<(What<'_>, RouteNetlinkMessage, u16)>) -> Result<(), Error> {
+    let (whats, msgs): (Vec<_>, Vec<_>) = reqs.into_iter().map(|(w, m, f)| (w, (m, f))).unzip();
+    let answers = rt.exchange(msgs)?;
+    for (what, answer) in whats.iter().zip(answers) {
+        if let Some(e) = answer.error {
+            return Err(what.error(rt.side, e));
+        }
+    }
+    Ok(())
+}
+
+/// The link called `name`, or `None`.
+fn link_blocking(rt: &mut Rt, name: &str) -> Result<Option<ObservedLink>, Error> {
+    match rt.request(nl::get_link_message(name), 0)? {
+        Ok(replies) => Ok(nl::first_link(&replies)),
+        Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(What::Link(name, "get").error(rt.side, e)),
+    }
+}
+
+/// Delete the link called `name`; `Ok(false)` when it did not exist.
+fn delete_link_blocking(rt: &mut Rt, name: &str) -> Result<bool, Error> {
+    match rt.request(nl::delete_link_message(name), 0)? {
+        Ok(_) => Ok(true),
+        Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(What::Link(name, "delete").error(rt.side, e)),
+    }
+}
+
+/// The MTU of the uplink: the configured one, or the default route's link.
+fn uplink_mtu_blocking(node: &mut Rt, uplink: Option<&str>) -> Result<u32, Error> {
+    if let Some(name) = uplink {
+        return match link_blocking(node, name)? {
+            Some(l) => Ok(l.mtu),
+            None => Err(Error::UplinkMissing {
+                name: name.to_string(),
+            }),
+        };
+    }
+    // Both families' lookups in one batch; no route (ENETUNREACH) is not an error here.
+    let probes = nl::default_route_probes()
+        .into_iter()
+        .map(|m| (RouteNetlinkMessage::GetRoute(m), 0))
+        .collect();
+    let oif = node.exchange(probes)?.into_iter().find_map(|a| {
+        a.result().ok()?.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => nl::route_oif(r),
+            _ => None,
+        })
+    });
+    let Some(index) = oif else {
+        return Ok(FALLBACK_MTU);
+    };
+    match node.request(nl::get_link_by_index_message(index), 0)? {
+        Ok(replies) => Ok(nl::first_link(&replies).map_or(FALLBACK_MTU, |l| l.mtu)),
+        Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(FALLBACK_MTU),
+        Err(e) => Err(What::Link(&format!("#{index}"), "get").error(node.side, e)),
+    }
 }
 
 async fn uplink_mtu(node: &Nl, uplink: Option<&str>) -> Result<u32, Error> {
@@ -177,21 +282,16 @@ fn write_sysctl(s: &SysctlPlan) -> Result<(), Error> {
     }
 }
 
-async fn ensure_bridge(node: &Nl, b: &BridgePlan) -> Result<u32, Error> {
-    let link = match node.link(&b.name).await? {
+fn ensure_bridge(node: &mut Rt, b: &BridgePlan) -> Result<u32, Error> {
+    let link = match link_blocking(node, &b.name)? {
         Some(l) => l,
         None => {
-            if let Err(e) = node.create_bridge(b).await
+            if let Err(e) = node.request(nl::bridge_message(b), nl::CREATE_FLAGS)?
                 && nl_errno(&e) != Some(libc::EEXIST)
             {
-                return Err(Error::Interface {
-                    name: b.name.clone(),
-                    side: Side::Node,
-                    op: "create bridge",
-                    source: Box::new(e),
-                });
+                return Err(What::Link(&b.name, "create bridge").error(Side::Node, e));
             }
-            node.link(&b.name).await?.ok_or_else(|| Error::Vanished {
+            link_blocking(node, &b.name)?.ok_or_else(|| Error::Vanished {
                 name: b.name.clone(),
                 side: Side::Node,
             })?
@@ -203,12 +303,30 @@ async fn ensure_bridge(node: &Nl, b: &BridgePlan) -> Result<u32, Error> {
             kind: link.kind,
         });
     }
+    let mut reqs = Vec::new();
     if !link.up {
-        node.set_up(&b.name, link.index).await?;
+        reqs.push((
+            What::Link(&b.name, "set up"),
+            nl::set_up_message(link.index),
+        ));
     }
     for a in &b.addresses {
-        node.add_address(&b.name, link.index, *a, a.is_ipv6(), true)
-            .await?;
+        reqs.push((
+            What::Address(&b.name, *a),
+            nl::address_message(link.index, *a, a.is_ipv6()),
+        ));
+    }
+    let (whats, msgs): (Vec<_>, Vec<_>) = reqs
+        .into_iter()
+        .map(|(w, m)| (w, (m, nl::CREATE_FLAGS)))
+        .unzip();
+    for (what, answer) in whats.iter().zip(node.exchange(msgs)?) {
+        match (what, answer.error) {
+            (_, None) => {}
+            // The shared bridge's addresses are there already (another pod's attach).
+            (What::Address(..), Some(e)) if nl_errno(&e) == Some(libc::EEXIST) => {}
+            (w, Some(e)) => return Err(w.error(Side::Node, e)),
+        }
     }
     Ok(link.index)
 }
@@ -225,8 +343,8 @@ fn ensure_node_sysctl(s: &SysctlPlan, forwarding: &[(u8, bool)]) -> Result<(), E
     write_sysctl(s)
 }
 
-async fn attach_plan(
-    (node, pod): (&Nl, &Nl),
+fn attach_plan(
+    (node, pod): (&mut Rt, &mut Rt),
     (node_ns, pod_ns): (&Netns, &Netns),
     plan: EndpointPlan,
     owner: (&str, &str),
@@ -238,27 +356,29 @@ async fn attach_plan(
         ensure_node_sysctl(s, forwarding)?;
     }
     let master = match &plan.bridge {
-        Some(b) => Some(ensure_bridge(node, b).await?),
+        Some(b) => Some(ensure_bridge(node, b)?),
         None => None,
     };
     let v = &plan.veth;
     // The host end is created down: per-interface sysctls (accept_dad) must be set before it
     // goes up, and its owner alias is set in the same request that sets it up.
-    let mut created = node.create_veth(v, master, pod_ns.as_fd()).await;
+    let create =
+        |node: &mut Rt| node.request(nl::veth_message(v, master, pod_ns.as_fd()), nl::VETH_FLAGS);
+    let mut created = create(node)?;
     if created
         .as_ref()
         .is_err_and(|e| nl_errno(e) == Some(libc::EEXIST))
-        && crate::retire::remove_retired(node, owner.0, owner.1).await?
+        && remove_retired(node, owner.0, owner.1)?
     {
         // The pod end's name was held by a retired pair of this same attachment (a deferred
         // teardown not reaped yet): now deleted, create again.
-        created = node.create_veth(v, master, pod_ns.as_fd()).await;
+        created = create(node)?;
     }
     let echoed = match created {
-        Ok(indexes) => indexes,
+        Ok(replies) => nl::echoed_pair(&replies, &v.host),
         Err(e) => {
             if nl_errno(&e) == Some(libc::EEXIST) {
-                let side = if node.link(&v.host).await?.is_some() {
+                let side = if link_blocking(node, &v.host)?.is_some() {
                     Side::Node
                 } else {
                     Side::Pod
@@ -269,12 +389,7 @@ async fn attach_plan(
                     side,
                 });
             }
-            return Err(Error::Interface {
-                name: v.host.clone(),
-                side: Side::Node,
-                op: "create veth pair",
-                source: Box::new(e),
-            });
+            return Err(What::Link(&v.host, "create veth pair").error(Side::Node, e));
         }
     };
     // From here on the veth pair is ours: any failure deletes it (which also removes every
@@ -282,16 +397,7 @@ async fn attach_plan(
     // up before the caller's gate: a veth carries nothing while its peer is down (no carrier;
     // the kernel drops what one end sends while the other is not up), and the host end goes
     // up, with its routes and neighbour entries, only once the gate returned `Ok`.
-    let raised = async {
-        let (host_index, pod_index) =
-            prepare_ends(node, pod, (node_ns, pod_ns, inline), &plan, echoed).await?;
-        if let Err(reason) = gate() {
-            return Err(Error::Gate { reason });
-        }
-        raise_host(node, &plan, host_index).await?;
-        Ok(pod_index)
-    };
-    match raised.await {
+    match raise(node, pod, (node_ns, pod_ns, inline), &plan, echoed, gate) {
         Ok(pod_ifindex) => Ok(Attachment {
             host_ifname: v.host.clone(),
             host_mac: v.host_mac,
@@ -304,31 +410,84 @@ async fn attach_plan(
             plan,
         }),
         Err(e) => {
-            let _ = node.delete_link(&v.host).await;
+            let _ = delete_link_blocking(node, &v.host);
             Err(e)
         }
     }
 }
 
-async fn index(nl: &Nl, name: &str) -> Result<u32, Error> {
-    nl.link(name)
-        .await?
+/// The new pair's ends configured, the gate passed, the host end up: the pod end's index.
+fn raise(
+    node: &mut Rt,
+    pod: &mut Rt,
+    namespaces: (&Netns, &Netns, bool),
+    plan: &EndpointPlan,
+    echoed: Option<(u32, u32)>,
+    gate: &mut (dyn FnMut() -> Result<(), String> + Send),
+) -> Result<u32, Error> {
+    let (host_index, pod_index) = prepare_ends(node, pod, namespaces, plan, echoed)?;
+    if let Err(reason) = gate() {
+        return Err(Error::Gate { reason });
+    }
+    raise_host(node, plan, host_index)?;
+    Ok(pod_index)
+}
+
+/// Delete the retired pair of `(cid, ifname)` if there is one and it is ours.
+fn remove_retired(node: &mut Rt, cid: &str, ifname: &str) -> Result<bool, Error> {
+    let retired = crate::retire::retired_ifname(cid, ifname);
+    match link_blocking(node, &retired)? {
+        Some(l) if owned_by(&l, cid, ifname) => delete_link_blocking(node, &retired),
+        Some(l) => Err(Error::NotOwned {
+            name: retired,
+            expected: owner_alias(cid, ifname),
+            found: l.alias,
+        }),
+        None => Ok(false),
+    }
+}
+
+fn index(rt: &mut Rt, name: &str) -> Result<u32, Error> {
+    link_blocking(rt, name)?
         .map(|l| l.index)
         .ok_or_else(|| Error::Vanished {
             name: name.to_string(),
-            side: nl.side,
+            side: rt.side,
         })
 }
 
-/// One queued netlink request of [`prepare_ends`] and [`raise_host`].
-type Req<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + 'a>>;
+/// Set link `index`'s alias and IPv4 settings ([`nl::attributes_message`]); where the
+/// kernel has no IPv6 for the link (EAFNOSUPPORT) again without turning its link-local
+/// address off.
+fn set_attributes(
+    rt: &mut Rt,
+    (name, index): (&str, u32),
+    alias: Option<&str>,
+    inet_conf: &[(u16, u32)],
+    no_link_local: bool,
+) -> Result<(), Error> {
+    let what = What::Link(name, nl::attributes_op(alias, inet_conf));
+    let Some(msg) = nl::attributes_message(index, alias, inet_conf, no_link_local) else {
+        return Ok(());
+    };
+    let answer = match rt.request(msg, nl::CREATE_FLAGS)? {
+        Err(e) if no_link_local && nl_errno(&e) == Some(libc::EAFNOSUPPORT) => {
+            match nl::attributes_message(index, alias, inet_conf, false) {
+                Some(msg) => rt.request(msg, nl::CREATE_FLAGS)?,
+                None => return Ok(()),
+            }
+        }
+        r => r,
+    };
+    answer.map(drop).map_err(|e| what.error(rt.side, e))
+}
 
 /// Everything of a new pair but what makes it carry traffic: the host end's settings (it
 /// stays down), and the whole pod end (settings, up, addresses, routes, neighbour entries;
 /// without its peer up it has no carrier). Returns the (host, pod) interface indexes.
-async fn prepare_ends(
-    node: &Nl,
-    pod: &Nl,
+fn prepare_ends(
+    node: &mut Rt,
+    pod: &mut Rt,
     (node_ns, pod_ns, inline): (&Netns, &Netns, bool),
     plan: &EndpointPlan,
     echoed: Option<(u32, u32)>,
@@ -336,68 +495,90 @@ async fn prepare_ends(
     let v = &plan.veth;
     let (host_index, pod_index) = match echoed {
         Some(indexes) => indexes,
-        None => futures::try_join!(index(node, &v.host), index(pod, &v.pod))?,
+        None => (index(node, &v.host)?, index(pod, &v.pod)?),
     };
-    // Each side's requests are pipelined: all are queued on the socket before the first
-    // answer is awaited. The kernel handles one socket's messages in order, so a route is
-    // still added after the link is up and the scope-link route before the route through
-    // it; any error fails the attach (which deletes the pair).
     // IPv4 interface settings travel in a request of their own (with the host end's alias)
     // before the one that sets the link up (the kernel stores them as a sysctl write
     // would; see netconf); others are sysctl writes.
     let (host_conf, host_sysctls) =
         split_inet_conf(plan.sysctls.iter().filter(|s| s.interface.is_some()));
     let (pod_conf, pod_sysctls) = split_inet_conf(plan.pod_sysctls.iter());
-    let node_side = async {
-        for s in &host_sysctls {
-            write_sysctl(s)?;
-        }
-        node.set_attributes(
-            &v.host,
-            host_index,
-            Some(&v.host_alias),
-            &host_conf,
-            !v.host_ipv6,
-        )
-        .await
-    };
-    let pod_side = async {
-        // No await between entering the pod netns and coming back: the node-side future
-        // cannot run on this thread meanwhile.
-        sysctls_in(pod_ns, node_ns, &pod_sysctls, inline)?;
-        let mut reqs: Vec<Req<'_>> = vec![
-            Box::pin(pod.set_attributes(&v.pod, pod_index, None, &pod_conf, false)),
-            Box::pin(pod.set_up(&v.pod, pod_index)),
-        ];
-        for a in plan.addresses.iter().filter(|a| a.side == Side::Pod) {
-            reqs.push(Box::pin(
-                pod.add_address(&a.ifname, pod_index, a.address, a.nodad, false),
-            ));
-        }
-        for r in plan.routes_on(Side::Pod) {
-            reqs.push(Box::pin(pod.add_route(r, pod_index)));
-        }
-        for n in plan.neighbours_on(Side::Pod) {
-            reqs.push(Box::pin(pod.add_neighbour(n, pod_index)));
-        }
-        futures::future::try_join_all(reqs).await.map(|_| ())
-    };
-    futures::try_join!(node_side, pod_side)?;
+    for s in &host_sysctls {
+        write_sysctl(s)?;
+    }
+    set_attributes(
+        node,
+        (&v.host, host_index),
+        Some(&v.host_alias),
+        &host_conf,
+        !v.host_ipv6,
+    )?;
+    sysctls_in(pod_ns, node_ns, &pod_sysctls, inline)?;
+    // The pod side's requests in one batch: the kernel handles them in order, so a route
+    // is added after the link is up and the scope-link route before the route through it;
+    // any error fails the attach (which deletes the pair).
+    let mut reqs = Vec::new();
+    if let Some(m) = nl::attributes_message(pod_index, None, &pod_conf, false) {
+        reqs.push((
+            What::Link(&v.pod, nl::attributes_op(None, &pod_conf)),
+            m,
+            nl::CREATE_FLAGS,
+        ));
+    }
+    reqs.push((
+        What::Link(&v.pod, "set up"),
+        nl::set_up_message(pod_index),
+        nl::CREATE_FLAGS,
+    ));
+    for a in plan.addresses.iter().filter(|a| a.side == Side::Pod) {
+        reqs.push((
+            What::Address(&a.ifname, a.address),
+            nl::address_message(pod_index, a.address, a.nodad),
+            nl::CREATE_FLAGS,
+        ));
+    }
+    for r in plan.routes_on(Side::Pod) {
+        reqs.push((
+            What::Route(r),
+            nl::route_message(r, pod_index),
+            nl::CREATE_FLAGS,
+        ));
+    }
+    for n in plan.neighbours_on(Side::Pod) {
+        reqs.push((
+            What::Neighbour(n),
+            nl::neighbour_message(n, pod_index),
+            nl::REPLACE_FLAGS,
+        ));
+    }
+    batch(pod, reqs)?;
     Ok((host_index, pod_index))
 }
 
 /// The host end goes up (the pair carries traffic from here on), then its routes and
-/// neighbour entries (pipelined).
-async fn raise_host(node: &Nl, plan: &EndpointPlan, host_index: u32) -> Result<(), Error> {
+/// neighbour entries (one batch, in that order).
+fn raise_host(node: &mut Rt, plan: &EndpointPlan, host_index: u32) -> Result<(), Error> {
     let v = &plan.veth;
-    let mut reqs: Vec<Req<'_>> = vec![Box::pin(node.set_up(&v.host, host_index))];
+    let mut reqs = vec![(
+        What::Link(&v.host, "set up"),
+        nl::set_up_message(host_index),
+        nl::CREATE_FLAGS,
+    )];
     for r in plan.routes_on(Side::Node) {
-        reqs.push(Box::pin(node.add_route(r, host_index)));
+        reqs.push((
+            What::Route(r),
+            nl::route_message(r, host_index),
+            nl::CREATE_FLAGS,
+        ));
     }
     for n in plan.neighbours_on(Side::Node) {
-        reqs.push(Box::pin(node.add_neighbour(n, host_index)));
+        reqs.push((
+            What::Neighbour(n),
+            nl::neighbour_message(n, host_index),
+            nl::REPLACE_FLAGS,
+        ));
     }
-    futures::future::try_join_all(reqs).await.map(|_| ())
+    batch(node, reqs)
 }
 
 pub(crate) fn owned_by(l: &crate::check::ObservedLink, container_id: &str, ifname: &str) -> bool {
