@@ -1,7 +1,9 @@
 //! Helper threads for work an invocation overlaps with its critical path (a flush that waits
 //! for the disk, reading the programmed policy state, writing its record). The machine may be
 //! small and busy, so a helper is only started for work that takes long enough (≥ ~0.3 ms)
-//! and is always joined while the node state lock is still held.
+//! and is always joined, or has told its result, while the node state lock is still held (the
+//! policy helper frees its engine after telling it has written its record; nobody waits for
+//! that).
 //!
 //! A new thread is moved off the caller's CPU as soon as it exists ([`elsewhere`]): the
 //! scheduler may queue it on the busy CPU that created it (packing threads onto few CPUs),

@@ -559,9 +559,11 @@ pub struct EngineSync {
     programming: Option<Helper<WorkerEnd>>,
     /// Told by the helper in `programming` as soon as the kernel holds the sync (before it
     /// writes the record and frees its engine).
-    programmed_signal: Option<mpsc::Receiver<()>>,
+    programmed_signal: Option<mpsc::Receiver<Signal>>,
+    /// The same channel once [`Signal::Programmed`] came: [`Signal::Recorded`] follows.
+    recorded_signal: Option<mpsc::Receiver<Signal>>,
     recording: Option<Helper<Result<(), CniError>>>,
-    /// A helper that programmed a sync and is writing its record ([`WorkerEnd::Recorded`]).
+    /// A helper that programmed a sync and is writing its record ([`Signal::Recorded`]).
     finishing: Option<Helper<WorkerEnd>>,
 }
 
@@ -582,9 +584,17 @@ enum Step {
     /// Stage the sync of this node state (the attachment being added has no addresses yet).
     Begin(Box<StateData>),
     /// The attachment's record as it is now (with its addresses): finish and program, say
-    /// so on the sender once the kernel holds it, then write the record and free the engine
-    /// (off the caller's path).
-    Finish(Box<EndpointRecord>, mpsc::Sender<()>),
+    /// so on the sender once the kernel holds it ([`Signal::Programmed`]), then write the
+    /// record, say so ([`Signal::Recorded`]) and free the engine (off the caller's path).
+    Finish(Box<EndpointRecord>, mpsc::Sender<Signal>),
+}
+
+/// What the helper of a [`Step::Finish`] tells as it goes.
+enum Signal {
+    /// The kernel holds the sync.
+    Programmed,
+    /// Its record was written (the result of the write).
+    Recorded(Result<(), CniError>),
 }
 
 /// How a policy helper thread ended.
@@ -593,7 +603,8 @@ enum WorkerEnd {
     Prepared(Prepared),
     /// It programmed a sync.
     Programmed(Programmed),
-    /// It programmed a sync, said so, and wrote its record (the result of the write).
+    /// It programmed a sync, said so, and wrote its record (the result of the write, when
+    /// it could not be told on the signal channel).
     Recorded(Result<(), CniError>),
     /// A begun sync was abandoned (the ADD failed before its address was known).
     Abandoned,
@@ -611,12 +622,18 @@ fn prepare_and_work(dir: PathBuf, steps: mpsc::Receiver<Step>) -> WorkerEnd {
                 .and_then(|st| stage_endpoint(*data, st, *rec))
                 .and_then(|st| program(&dir, st))
             {
-                Ok((engine, record)) if programmed.send(()).is_ok() => {
+                Ok((engine, record)) if programmed.send(Signal::Programmed).is_ok() => {
                     let written = record.write();
-                    // Freeing the engine (and closing its nftables socket) costs ~0.1 ms:
-                    // here, while the caller finishes the attach.
+                    let end = match programmed.send(Signal::Recorded(written)) {
+                        Ok(()) => WorkerEnd::Recorded(Ok(())),
+                        Err(mpsc::SendError(Signal::Recorded(w))) => WorkerEnd::Recorded(w),
+                        Err(_) => WorkerEnd::Recorded(Ok(())),
+                    };
+                    // Freeing the engine and the staged state (and closing the nftables
+                    // socket) costs ~0.1 ms: here, after the record was told, while the
+                    // caller releases the lock and reports (nobody waits for it).
                     drop(engine);
-                    WorkerEnd::Recorded(written)
+                    end
                 }
                 done => WorkerEnd::Programmed(done),
             }
@@ -827,10 +844,11 @@ impl PolicySync for EngineSync {
 
     fn wait_programmed(&mut self) -> Result<(), CniError> {
         if let Some(signal) = self.programmed_signal.take()
-            && signal.recv().is_ok()
+            && matches!(signal.recv(), Ok(Signal::Programmed))
         {
-            // Programmed; the helper writes the record, joined by `settle_record`.
+            // Programmed; the helper writes the record, waited for by `settle_record`.
             self.finishing = self.programming.take();
+            self.recorded_signal = Some(signal);
             return Ok(());
         }
         match self.programming.take().map(Helper::join) {
@@ -862,18 +880,33 @@ impl PolicySync for EngineSync {
 impl EngineSync {
     /// Wait for the last sync's record to be written.
     fn settle_record(&mut self) -> Result<(), CniError> {
+        if let (Some(signal), Some(helper)) = (self.recorded_signal.take(), self.finishing.take()) {
+            match signal.recv() {
+                // The record is written; the helper frees its engine on its own (detached:
+                // it touches nothing anyone reads, and ends by itself or with the process).
+                Ok(Signal::Recorded(r)) => {
+                    drop(helper);
+                    return r.and(self.settle_recording());
+                }
+                _ => self.finishing = Some(helper),
+            }
+        }
         let finished = match self.finishing.take().map(Helper::join) {
             None => Ok(()),
             Some(Some(WorkerEnd::Recorded(r))) => r,
             Some(Some(_)) => Err(CniError::io("the policy sync ended without its record")),
             Some(None) => Err(CniError::io("the policy sync thread panicked")),
         };
-        let recorded = match self.recording.take().map(Helper::join) {
+        finished.and(self.settle_recording())
+    }
+
+    /// Wait for a record thread's write.
+    fn settle_recording(&mut self) -> Result<(), CniError> {
+        match self.recording.take().map(Helper::join) {
             None => Ok(()),
             Some(Some(r)) => r,
             Some(None) => Err(CniError::io("the policy record thread panicked")),
-        };
-        finished.and(recorded)
+        }
     }
 
     fn settle_quietly(&mut self) {
