@@ -167,51 +167,6 @@ pub fn add_on_disk_deferred(
     Ok((add_result(&cfg, &lease, dns), sync))
 }
 
-/// A lease the disk store granted ahead of the `cnet` plugin's node-state lock, with the
-/// store's handle kept so that checking it again later reads only what others appended.
-#[derive(Debug)]
-pub struct EarlyLease {
-    alloc: cnet_ipam::DiskAllocator,
-    lease: cnet_ipam::Lease,
-}
-
-impl EarlyLease {
-    /// Whether the store still holds this very lease (nobody released or replaced it since,
-    /// e.g. a concurrent DEL or GC of the same attachment).
-    pub fn held(&mut self) -> bool {
-        matches!(self.alloc.lease(&self.lease.owner), Ok(Some(l)) if l == self.lease)
-    }
-
-    /// Release the lease if the store still holds it (an ADD that fails before using it).
-    pub fn release(mut self) -> Result<(), CniError> {
-        if !self.held() {
-            return Ok(());
-        }
-        self.alloc
-            .release(&self.lease.owner)
-            .map(drop)
-            .map_err(|e| ipam_error(&e))
-    }
-}
-
-/// As [`add_on_disk_deferred`], keeping the store's handle ([`EarlyLease`]); `Ok(None)`
-/// when the owner holds a lease already (the caller decides what that lease is).
-pub fn add_on_disk_early(
-    req: &Request,
-) -> Result<Option<(CniResult, cnet_ipam::PendingSync, EarlyLease)>, CniError> {
-    let (cfg, request, dns) = add_request(req)?;
-    let mut alloc = cnet_ipam::DiskAllocator::open(&cfg).map_err(|e| ipam_error(&e))?;
-    match alloc.allocate_deferred(&request) {
-        Ok((lease, sync)) => Ok(Some((
-            add_result(&cfg, &lease, dns),
-            sync,
-            EarlyLease { alloc, lease },
-        ))),
-        Err(IpamError::DuplicateAllocation { .. }) => Ok(None),
-        Err(e) => Err(ipam_error(&e)),
-    }
-}
-
 /// DEL on the disk store (as [`IpamPlugin::on_disk`]) with the release's flush left to the
 /// caller ([`cnet_ipam::DiskAllocator::release_deferred`]): report success only once the
 /// returned sync's `wait()` returned `Ok`.
@@ -406,56 +361,5 @@ mod tests {
         assert_eq!(call(&mut p, "STATUS", "", CONF).0, 0);
         assert_eq!(call(&mut p, "DEL", "a", CONF).0, 0);
         assert_eq!(call(&mut p, "DEL", "a", CONF).0, 0);
-    }
-
-    fn disk_request(dir: &Path, id: &str) -> Request {
-        let conf = format!(
-            r#"{{"cniVersion":"1.1.0","name":"n","ipam":{{"type":"cnet-ipam",
-            "ranges":[[{{"subnet":"10.1.3.0/29"}}]],"dataDir":"{}"}}}}"#,
-            dir.display()
-        );
-        let mut m: HashMap<&str, String> = HashMap::new();
-        m.insert("CNI_COMMAND", "ADD".into());
-        m.insert("CNI_CONTAINERID", id.into());
-        m.insert("CNI_NETNS", "/var/run/netns/x".into());
-        m.insert("CNI_IFNAME", "eth0".into());
-        m.insert("CNI_PATH", "/usr/lib/cni".into());
-        let env = Env::from_lookup(|k| m.get(k).cloned()).unwrap();
-        let config = crate::config::NetConf::parse(conf.as_bytes()).unwrap();
-        Request {
-            env,
-            config,
-            version: crate::version::Version::V1_1_0,
-            stdin: conf.into_bytes(),
-        }
-    }
-
-    /// An early lease is used only while the store still holds that very lease: a release
-    /// by another handle (a concurrent DEL or GC), or a release and a new lease of the same
-    /// owner, make it stale; releasing a stale one leaves the new lease alone.
-    #[test]
-    fn early_lease_is_held_until_someone_else_releases_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let req = disk_request(dir.path(), "early");
-        let (res, sync, mut early) = add_on_disk_early(&req).unwrap().unwrap();
-        sync.wait().unwrap();
-        assert_eq!(res.ips[0].address.to_string(), "10.1.3.2/29");
-        assert!(early.held());
-        // The owner holds a lease already: no early lease.
-        assert!(add_on_disk_early(&req).unwrap().is_none());
-        // Released elsewhere (DEL by owner), then taken again with another address.
-        del_on_disk_deferred(&req).unwrap().wait().unwrap();
-        assert!(!early.held());
-        let other = cnet_ipam::AllocationRequest::with_requested(
-            IpamPlugin::owner(&req),
-            vec!["10.1.3.5".parse().unwrap()],
-        );
-        let (cfg, _, _) = add_request(&req).unwrap();
-        let mut alloc = cnet_ipam::DiskAllocator::open(&cfg).unwrap();
-        alloc.allocate(&other).unwrap();
-        assert!(!early.held());
-        early.release().unwrap();
-        let kept = alloc.lease(&IpamPlugin::owner(&req)).unwrap().unwrap();
-        assert_eq!(kept.ips(), vec!["10.1.3.5".parse::<IpAddr>().unwrap()]);
     }
 }

@@ -68,21 +68,6 @@ impl<'a> Ipam<'a> {
         }
     }
 
-    /// Allocate with the in-process IPAM ahead of the node state's lock (see
-    /// [`crate::ipam::add_on_disk_early`]). `Ok(None)` for a delegated IPAM, and when the
-    /// owner holds a lease already: the caller allocates under the lock then, after the
-    /// checks that sort out a stale attachment.
-    pub fn add_early(
-        &self,
-        req: &Request,
-    ) -> Result<Option<(CniResult, cnet_ipam::PendingSync, crate::ipam::EarlyLease)>, CniError>
-    {
-        match self.choice {
-            IpamChoice::InProcess(_) => crate::ipam::add_on_disk_early(&for_ipam(req)),
-            IpamChoice::Delegate(_) => Ok(None),
-        }
-    }
-
     /// Release (idempotent).
     pub fn del(&self, req: &Request) -> Result<(), CniError> {
         self.forward(req, Command::Del)

@@ -24,9 +24,8 @@
 //! link-local gateway; bridge mode: through their gateway, on the pod's subnet) and reported.
 //!
 //! # Commands
-//! - **ADD**: allocate (the in-process IPAM: its lease's flush starts here) → lock the node
-//!   state → check the lease is still held (else allocate again, under the lock) → record the
-//!   endpoint as *pending* (intent) → program the endpoint's policy (on a helper thread) while the veth pair is created; the
+//! - **ADD**: lock the node state → record the endpoint as *pending* (intent) → allocate →
+//!   program the endpoint's policy (on a helper thread) while the veth pair is created; the
 //!   pair's ends go up only once the policy is in the kernel
 //!   ([`cnet_route::IntraNode::attach_gated`]) → wait for the lease's flush → record *ready*. Any failure undoes address, links, routes and policy, and the
 //!   record. A stale *pending* record of the same attachment (a killed ADD) is cleaned first.
@@ -291,39 +290,6 @@ impl Drop for LeaseFlush {
     }
 }
 
-/// A lease the in-process IPAM granted before the node state was locked, its flush already
-/// running (see [`CnetPlugin::add`]).
-struct Early {
-    ipam: CniResult,
-    flush: LeaseFlush,
-    lease: crate::ipam::EarlyLease,
-}
-
-impl Early {
-    /// Allocate ahead of the lock; `None` for a delegated IPAM and when the attachment holds
-    /// a lease already (sorted out under the lock).
-    fn allocate(req: &Request, conf: &CnetConf) -> Result<Option<Early>, CniError> {
-        let Some((ipam, sync, lease)) = Ipam::new(&conf.ipam).add_early(req)? else {
-            return Ok(None);
-        };
-        match LeaseFlush::start(Some(sync)) {
-            Ok(flush) => Ok(Some(Early { ipam, flush, lease })),
-            Err(e) => {
-                let _ = lease.release();
-                Err(e)
-            }
-        }
-    }
-
-    /// Give the lease back: this ADD ends without using it (best effort; DEL and GC find a
-    /// lease left behind by its owner).
-    fn release(self) {
-        let Early { flush, lease, .. } = self;
-        drop(flush);
-        let _ = lease.release();
-    }
-}
-
 /// The spec for an attachment (addresses empty when only the owner matters).
 fn spec_of(req: &Request, conf: &CnetConf, ipam: &CniResult) -> EndpointSpec {
     let netns = req.env.netns.clone().unwrap_or_default();
@@ -443,34 +409,19 @@ impl CnetPlugin {
         conf: &CnetConf,
         id: Identity,
         guard: &mut StateGuard,
-        mut early: Option<Early>,
     ) -> Result<CniResult, CniError> {
         let (cid, ifname) = req.owner();
         match guard.data.endpoint(cid, ifname).map(|r| r.phase) {
             Some(Phase::Ready) => {
-                if let Some(e) = early {
-                    e.release();
-                }
                 return Err(CniError::new(
                     ErrorCode::Other(cnet_ipam::CODE_DUPLICATE_ALLOCATION),
                     format!("cnet: container {cid:?} interface {ifname:?} is already attached"),
                 )
                 .with_details("DEL it before adding it again"));
             }
-            Some(Phase::Pending) => {
-                // A killed ADD's leftovers go first; the teardown releases the attachment's
-                // lease, so this ADD allocates again below.
-                if let Some(e) = early.take() {
-                    e.release();
-                }
-                self.teardown(req, conf, guard)?;
-            }
+            Some(Phase::Pending) => self.teardown(req, conf, guard)?,
             None => {}
         }
-        // The early lease is used only if the store still holds it: a concurrent DEL or GC of
-        // this attachment may have released it while this ADD waited for the lock (then the
-        // address is allocated again, under the lock).
-        let early = early.and_then(|mut e| e.lease.held().then_some(e));
         // Intent first: from here on DEL and GC of this network know the attachment.
         guard.data.mode = conf.mode.name().to_string();
         guard.data.table = conf.policy.table.clone();
@@ -508,14 +459,9 @@ impl CnetPlugin {
         // Volatile (no fsync): enough for `kill -9` (see `state`); after a power loss the
         // attachment's links are gone and its lease is found by DEL/GC through the owner. The
         // ADD's only fsync is the IPAM's lease.
-        if let Err(e) = guard.commit_endpoint(cid, ifname) {
-            if let Some(x) = early {
-                x.release();
-            }
-            return Err(e);
-        }
+        guard.commit_endpoint(cid, ifname)?;
         self.trace.phase("commit-pending");
-        match self.attach(req, conf, guard, early) {
+        match self.attach(req, conf, guard) {
             Ok(r) => Ok(r),
             Err(e) => {
                 // Undo everything this ADD did; the original error is what the runtime sees.
@@ -530,7 +476,6 @@ impl CnetPlugin {
         req: &Request,
         conf: &CnetConf,
         guard: &mut StateGuard,
-        early: Option<Early>,
     ) -> Result<CniResult, CniError> {
         let (cid, ifname) = req.owner();
         // Everything the endpoint's policy needs but its addresses is staged (on a helper
@@ -539,16 +484,10 @@ impl CnetPlugin {
             self.policy.begin_sync(conf, &guard.data);
         }
         self.trace.phase("policy-begin");
-        // The lease is written (early, or now) and flushed on a second thread while policy
-        // and links are set up; joined (below) before the attachment is recorded ready and
-        // reported.
-        let (ipam, flush) = match early {
-            Some(e) => (e.ipam, e.flush),
-            None => {
-                let (ipam, durable) = Ipam::new(&conf.ipam).add_deferred(req)?;
-                (ipam, LeaseFlush::start(durable)?)
-            }
-        };
+        // The lease is written now and flushed on a second thread while policy and links are
+        // set up; joined (below) before the attachment is recorded ready and reported.
+        let (ipam, durable) = Ipam::new(&conf.ipam).add_deferred(req)?;
+        let flush = LeaseFlush::start(durable)?;
         self.trace.phase("ipam");
         if ipam.ips.is_empty() {
             return Err(CniError::invalid_config(
@@ -779,30 +718,16 @@ impl Plugin for CnetPlugin {
             // the lock before it is used).
             self.policy.prepare(&conf);
         }
-        // The in-process IPAM allocates before the state is locked, so the lease's flush
-        // (an fdatasync: the longest wait of an ADD) overlaps the lock, the state's read and
-        // the links' creation. Checked under the lock before it is used (see add_locked).
-        let early = match Early::allocate(req, &conf) {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = self.policy.settle();
-                return Err(e);
-            }
-        };
-        self.trace.phase("ipam-early");
         let guard = Self::lock(&conf);
         self.trace.phase("lock");
         let mut guard = match guard {
             Ok(g) => g,
             Err(e) => {
-                if let Some(x) = early {
-                    x.release();
-                }
                 let _ = self.policy.settle();
                 return Err(e);
             }
         };
-        let result = self.add_locked(req, &conf, id, &mut guard, early);
+        let result = self.add_locked(req, &conf, id, &mut guard);
         // Nothing runs on after the lock is released (on success this already happened).
         let _ = self.policy.settle();
         drop(guard);

@@ -28,11 +28,9 @@
 //!   (empty, or holding a NUL byte, which JSON text never does) is replaced by the last
 //!   durable one on read, so operator data (`cnetctl` policies and labels, always committed
 //!   durably) is never lost. Any other undecodable document is reported as unusable.
-//! - **Intent first**: ADD records the endpoint as [`Phase::Pending`] before it creates a link
-//!   (and before a delegated IPAM allocates), so DEL and GC of a network always know every
-//!   attachment that may hold links, even one whose ADD was killed. The in-process IPAM's
-//!   lease may come first: it is keyed by the attachment, so DEL (by owner) and GC (by the
-//!   valid attachments) release it without a record.
+//! - **Intent first**: ADD records the endpoint as [`Phase::Pending`] before it allocates an
+//!   address or creates a link, so DEL and GC of a network always know every attachment that
+//!   may hold resources, even one whose ADD was killed.
 //! - **Unusable state** (a document that does not decode) is reported, never silently reset:
 //!   an empty state would forget attachments that hold addresses and links.
 
