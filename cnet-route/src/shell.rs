@@ -537,20 +537,7 @@ fn prepare_ends(
             nl::CREATE_FLAGS,
         ));
     }
-    for r in plan.routes_on(Side::Pod) {
-        reqs.push((
-            What::Route(r),
-            nl::route_message(r, pod_index),
-            nl::CREATE_FLAGS,
-        ));
-    }
-    for n in plan.neighbours_on(Side::Pod) {
-        reqs.push((
-            What::Neighbour(n),
-            nl::neighbour_message(n, pod_index),
-            nl::REPLACE_FLAGS,
-        ));
-    }
+    push_routes_and_neighbours(&mut reqs, plan, Side::Pod, pod_index);
     batch(pod, reqs)?;
     Ok((host_index, pod_index))
 }
@@ -564,21 +551,31 @@ fn raise_host(node: &mut Rt, plan: &EndpointPlan, host_index: u32) -> Result<(),
         nl::set_up_message(host_index),
         nl::CREATE_FLAGS,
     )];
-    for r in plan.routes_on(Side::Node) {
+    push_routes_and_neighbours(&mut reqs, plan, Side::Node, host_index);
+    batch(node, reqs)
+}
+
+/// Queue the plan's routes, then its neighbour entries, on `side` through link `index`.
+fn push_routes_and_neighbours<'a>(
+    reqs: &mut Vec<(What<'a>, RouteNetlinkMessage, u16)>,
+    plan: &'a EndpointPlan,
+    side: Side,
+    index: u32,
+) {
+    for r in plan.routes_on(side) {
         reqs.push((
             What::Route(r),
-            nl::route_message(r, host_index),
+            nl::route_message(r, index),
             nl::CREATE_FLAGS,
         ));
     }
-    for n in plan.neighbours_on(Side::Node) {
+    for n in plan.neighbours_on(side) {
         reqs.push((
             What::Neighbour(n),
-            nl::neighbour_message(n, host_index),
+            nl::neighbour_message(n, index),
             nl::REPLACE_FLAGS,
         ));
     }
-    batch(node, reqs)
 }
 
 pub(crate) fn owned_by(l: &crate::check::ObservedLink, container_id: &str, ifname: &str) -> bool {
