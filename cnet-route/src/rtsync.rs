@@ -131,17 +131,16 @@ impl Rt {
         }
         let mut answers: Vec<Answer> = (0..count).map(|_| Answer::default()).collect();
         let mut open = count;
-        self.rx.resize(RX_BUFFER, 0);
+        // Not zeroed: an answer fills a page or two of the buffer, and zeroing all of it
+        // would fault in every page. Only what recv(2) wrote is read (the length is set to it).
+        self.rx.clear();
+        self.rx.reserve(RX_BUFFER);
+        let cap = self.rx.capacity();
         while open > 0 {
-            // SAFETY: recv(2) into a buffer we own, of its length.
-            let got = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.rx.as_mut_ptr().cast(),
-                    self.rx.len(),
-                    0,
-                )
-            };
+            self.rx.clear();
+            // SAFETY: recv(2) into the spare capacity of a buffer we own, at most `cap` bytes.
+            let got =
+                unsafe { libc::recv(self.fd.as_raw_fd(), self.rx.as_mut_ptr().cast(), cap, 0) };
             let got = match usize::try_from(got) {
                 Ok(n) => n,
                 Err(_) => {
@@ -152,6 +151,9 @@ impl Rt {
                     return Err(self.io(e));
                 }
             };
+            let got = got.min(cap);
+            // SAFETY: recv(2) initialised the first `got` bytes (at most the capacity).
+            unsafe { self.rx.set_len(got) };
             let mut at = 0;
             while at + HEADER <= got {
                 let word = |o: usize| {

@@ -47,7 +47,7 @@ use nftnl::{Batch, MsgType};
 use super::NftError;
 use super::diff::{Change, ChangeList, diff};
 use super::ir::{Chain, Expr, MatchOp, Rule, Ruleset, Set, SetDecl, Table, TableId};
-use super::sys::socket::{self, NlSocket, RecvBuf};
+use super::sys::socket::{self, NlSocket, RecvBuf, ReqBuf};
 use super::sys::{self, Msg, Parsed, family_number};
 use super::validate::validate;
 
@@ -627,7 +627,7 @@ impl Programmer {
         let mut acks = Vec::new();
         let mut data = Vec::new();
         let mut done = false;
-        for m in socket::messages(&buf.bytes_mut()[..n])? {
+        for m in socket::messages(&buf.received()[..n])? {
             match (m.errno, i32::from(m.ty)) {
                 (Some(errno), _) => acks.push((m.seq, errno)),
                 (None, libc::NLMSG_DONE) => done = true,
@@ -670,7 +670,7 @@ impl Programmer {
         self.drain()?;
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let mut req = RecvBuf::new(8192);
+        let mut req = ReqBuf::new();
         let len = sys::get_request(req.bytes_mut(), msg_type, family, dump, table, seq);
         let bytes = &req.bytes_mut()[..len];
         self.sock.send(bytes).map_err(sock_err("send (request)"))?;
@@ -842,7 +842,7 @@ impl Programmer {
         self.drain()?;
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let mut req = RecvBuf::new(8192);
+        let mut req = ReqBuf::new();
         let len = sys::get_elems_request(req.bytes_mut(), id, set, seq);
         self.sock
             .send(&req.bytes_mut()[..len])
@@ -862,7 +862,7 @@ impl Programmer {
                     what: what.clone(),
                     reason: "no reply".into(),
                 })?;
-            let msgs = socket::messages(&buf.bytes_mut()[..n]).map_err(|e| NftError::ReadBack {
+            let msgs = socket::messages(&buf.received()[..n]).map_err(|e| NftError::ReadBack {
                 what: what.clone(),
                 reason: e.to_string(),
             })?;

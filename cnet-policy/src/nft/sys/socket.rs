@@ -36,21 +36,55 @@ fn setsockopt<T>(fd: RawFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
     }
 }
 
-/// Receive buffer aligned for netlink headers.
-pub struct RecvBuf(Vec<u64>);
+/// Receive buffer aligned for netlink headers. Its memory is left uninitialised: a reply
+/// fills a few pages of a 64 KiB buffer, and zeroing all of it up front would fault in every
+/// page. Only the bytes of the last datagram ([`RecvBuf::received`]) are ever read.
+pub struct RecvBuf {
+    /// Capacity only: the length stays 0, the kernel writes into the spare capacity.
+    words: Vec<u64>,
+    /// Bytes of the last datagram, written by the kernel.
+    filled: usize,
+}
 
 impl RecvBuf {
-    /// A zeroed buffer of at least `bytes` bytes.
+    /// A buffer of at least `bytes` bytes.
     pub fn new(bytes: usize) -> RecvBuf {
-        RecvBuf(vec![0u64; bytes.div_ceil(8)])
+        RecvBuf {
+            words: Vec::with_capacity(bytes.div_ceil(8)),
+            filled: 0,
+        }
+    }
+
+    /// The last datagram received into this buffer (empty before the first).
+    pub fn received(&self) -> &[u8] {
+        // SAFETY: the first `filled` bytes (at most the capacity) were written by `recv(2)`,
+        // so they are initialised; u8 has no alignment requirement.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.filled) }
+    }
+}
+
+/// A zeroed, aligned buffer for building one request message (4 KiB, what the builders
+/// require).
+pub struct ReqBuf(Vec<u64>);
+
+impl ReqBuf {
+    /// A zeroed 4 KiB buffer.
+    pub fn new() -> ReqBuf {
+        ReqBuf(vec![0u64; 512])
     }
 
     /// The buffer as bytes.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         let len = self.0.len() * 8;
-        // SAFETY: the same allocation viewed as bytes (length in bytes); any bit pattern is a
-        // valid u8, and u8 has no alignment requirement.
+        // SAFETY: the same (initialised) allocation viewed as bytes (length in bytes); any
+        // bit pattern is a valid u8, and u8 has no alignment requirement.
         unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), len) }
+    }
+}
+
+impl Default for ReqBuf {
+    fn default() -> ReqBuf {
+        ReqBuf::new()
     }
 }
 
@@ -180,7 +214,11 @@ impl NlSocket {
         mh.msg_name = (&mut addr as *mut libc::sockaddr_nl).cast::<libc::c_void>();
         mh.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as u32;
         mh.msg_iov = iov.as_mut_ptr();
-        mh.msg_iovlen = iov.len();
+        // size_t on glibc, int on musl.
+        mh.msg_iovlen = iov
+            .len()
+            .try_into()
+            .map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
         // SAFETY: mh points at live iovecs over `pages` (borrowed for this call; the kernel
         // only reads them) and at a live address.
         let n = unsafe { libc::sendmsg(self.fd(), &mh, 0) };
@@ -194,14 +232,16 @@ impl NlSocket {
     /// Receive one datagram into `buf`; `Ok(None)` when nothing is queued (non-blocking) or
     /// the receive timeout expired (blocking).
     pub fn recv(&self, buf: &mut RecvBuf, nonblock: bool) -> io::Result<Option<usize>> {
-        let bytes = buf.bytes_mut();
+        buf.filled = 0;
+        let cap = buf.words.capacity() * 8;
         let flags = if nonblock { libc::MSG_DONTWAIT } else { 0 };
-        // SAFETY: `bytes` is a live, writable buffer of the given length.
+        // SAFETY: the spare capacity of `buf` is a live, writable allocation of `cap` bytes;
+        // recv(2) writes at most that many.
         let n = unsafe {
             libc::recv(
                 self.fd(),
-                bytes.as_mut_ptr().cast::<libc::c_void>(),
-                bytes.len(),
+                buf.words.as_mut_ptr().cast::<libc::c_void>(),
+                cap,
                 flags,
             )
         };
@@ -212,7 +252,8 @@ impl NlSocket {
             }
             return Err(e);
         }
-        Ok(Some(n as usize))
+        buf.filled = (n as usize).min(cap);
+        Ok(Some(buf.filled))
     }
 
     /// Wait up to `ms` milliseconds for a datagram.
