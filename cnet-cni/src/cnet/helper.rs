@@ -89,7 +89,12 @@ fn elsewhere<T>(h: &JoinHandle<T>) {
             return;
         }
         libc::CPU_CLR(cpu, &mut set);
-        libc::pthread_setaffinity_np(h.as_pthread_t(), size, &set);
+        // std's handle is an integer; libc's pthread_t is one on glibc, a pointer on musl.
+        #[cfg(target_env = "musl")]
+        let thread = h.as_pthread_t() as usize as libc::pthread_t;
+        #[cfg(not(target_env = "musl"))]
+        let thread = h.as_pthread_t();
+        libc::pthread_setaffinity_np(thread, size, &set);
     }
 }
 
