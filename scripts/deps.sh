@@ -5,7 +5,7 @@ set -euo pipefail
 CNET_DEB_PACKAGES=(
   pkg-config libnftnl-dev libmnl-dev nftables iproute2 iputils-ping
   containernetworking-plugins netavark iperf3 conntrack iptables ipset netcat-openbsd
-  podman crun busybox-static
+  podman crun busybox-static musl-tools
 )
 missing=()
 for p in "${CNET_DEB_PACKAGES[@]}"; do
@@ -20,4 +20,10 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cnet: cargo not found; install the Rust toolchain first" >&2
   exit 1
+fi
+# The workspace builds for musl (.cargo/config.toml says why).
+musl_lib="$(rustc --print target-libdir --target x86_64-unknown-linux-musl 2>/dev/null || true)"
+if ! ls "$musl_lib"/libstd-*.rlib >/dev/null 2>&1; then
+  echo "cnet: adding the Rust target x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl
 fi

@@ -11,6 +11,12 @@
 //! # let _ = Profile::Quick;
 //! ```
 
+// Every bench, example and lab binary (they all link this crate) allocates with mimalloc on
+// musl, as the shipped binaries do: musl's own malloc returns memory to the kernel at once.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod record;
 pub mod report;
 pub mod workload;

@@ -51,6 +51,9 @@ pub mod parse;
 mod selector_index;
 pub mod validate;
 
+#[cfg(test)]
+mod mem_tests;
+
 pub use api::NetworkPolicy;
 pub use endpoint::{Endpoint, EndpointId, Inventory, NamedPort, Node};
 pub use error::{FieldError, FieldErrorKind, PolicyError};

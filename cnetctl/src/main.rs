@@ -614,6 +614,11 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
+// musl's own malloc returns memory to the kernel at once (see cnet-cni's Cargo.toml).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let ctl = Ctl {

@@ -19,6 +19,12 @@
 //! assert!(report.render(false).ends_with("conformance: 2 passed, 0 failed, 0 skipped\n"));
 //! ```
 
+// Every bench, example and lab binary (they all link this crate) allocates with mimalloc on
+// musl, as the shipped binaries do: musl's own malloc returns memory to the kernel at once.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod lab;
 pub mod lab_plugin;
 pub mod runner;
