@@ -96,6 +96,11 @@ pub struct Engine {
     programmer: Option<Programmer>,
     /// Ruleset the kernel is assumed to hold (from a saved state), checked at the first sync.
     assumed: Option<Ruleset>,
+    /// The saved state's [`KernelMark`]: when the kernel still shows it, the check above
+    /// needs no read-back.
+    assumed_mark: Option<KernelMark>,
+    /// The mark of the last sync, when it is certain (see [`Engine::kernel_mark`]).
+    mark: Option<KernelMark>,
     /// Incremental state (structure + per-endpoint contributions), when the table allows it.
     live: Option<Live>,
     /// Policies, namespaces, nodes or host-network endpoints changed: rebuild the structure.
@@ -138,6 +143,8 @@ impl Engine {
             cached: None,
             programmer: None,
             assumed: None,
+            assumed_mark: None,
+            mark: None,
             live: None,
             structure_dirty: true,
             dirty: BTreeMap::new(),
@@ -463,6 +470,8 @@ impl Engine {
     /// programmed last, or a full replacement of our table when it was deleted, flushed or
     /// changed by someone else (or on the first sync of an engine without a known state).
     pub fn sync(&mut self) -> Result<SyncReport, EngineError> {
+        // Certain again only where the incremental path below says so.
+        self.mark = None;
         self.refresh()?;
         if self.programmer.is_none() {
             self.programmer = Some(Programmer::new()?);
@@ -491,15 +500,32 @@ impl Engine {
         let Some(p) = self.programmer.as_mut() else {
             return Err(EngineError::State("no programmer".into()));
         };
-        if let Some(assumed) = self.assumed.take()
-            && kernel_has_shape(p, &assumed)?
-        {
-            // The kernel holds what the saved state compiles to: send only the difference.
+        if let Some(assumed) = self.assumed.take() {
+            // Read before anything else: a commit by anyone after this moves it on.
+            let before = KernelMark::now(p)?;
+            let unchanged = before.is_some() && before == self.assumed_mark.take();
+            if !unchanged && !kernel_has_shape(p, &assumed)? {
+                return Ok(p.sync(&desired)?);
+            }
+            // The kernel holds what the saved state compiles to (no commit at all since it
+            // was recorded, or the same shape): send only the difference.
             let changes = diff(&assumed, &desired);
             let n = changes.changes.len();
             if n > 0 {
                 p.apply(&changes)?;
             }
+            // Certain only if no other commit came between the read above and ours.
+            self.mark = match before {
+                Some(m) if n == 0 => Some(m),
+                Some(mut m) => {
+                    let after = p.generation()?;
+                    (after == m.generation.wrapping_add(1)).then(|| {
+                        m.generation = after;
+                        m
+                    })
+                }
+                None => None,
+            };
             return Ok(SyncReport {
                 kind: if n == 0 {
                     SyncKind::NoChange
@@ -511,6 +537,16 @@ impl Engine {
             });
         }
         Ok(p.sync(&desired)?)
+    }
+
+    /// What the kernel held right after the last sync, when that is certain: the nftables
+    /// generation of our commit (or of the read-back, when nothing was sent), in this
+    /// network namespace and boot. Saved with the inputs ([`EngineState::kernel`]), it lets the
+    /// next process skip the read-back check of [`Engine::from_state`] as long as nobody has
+    /// committed anything since. `None` after a full replacement (whose generation may have
+    /// been moved by another commit before it was read) and after errors.
+    pub fn kernel_mark(&self) -> Option<&KernelMark> {
+        self.mark.as_ref()
     }
 
     /// The ruleset the programmer last programmed successfully (its model of the kernel),
@@ -537,6 +573,7 @@ impl Engine {
     pub fn from_state(state: &EngineState) -> Result<Engine, EngineError> {
         let mut e = state.restore()?;
         e.assumed = Some(e.desired()?);
+        e.assumed_mark = state.kernel.clone();
         Ok(e)
     }
 }
@@ -572,6 +609,51 @@ pub struct EngineState {
     /// `projectcalico.org/v3` objects as applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calico_objects: Vec<serde_json::Value>,
+    /// What the kernel held when these inputs were recorded ([`Engine::kernel_mark`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelMark>,
+}
+
+/// Where and when the kernel held exactly what an [`EngineState`] compiles to: the nftables
+/// generation (moved on by every committed batch, from anyone) of one network namespace
+/// (its cookie, unique within a boot) in one boot. A later process that reads the same three
+/// knows that nothing was committed since, so our table is still as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelMark {
+    /// nftables generation.
+    pub generation: u32,
+    /// `SO_NETNS_COOKIE` of the programmer's socket.
+    pub netns_cookie: u64,
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
+}
+
+impl KernelMark {
+    /// The mark of the kernel as it is now, for `p`'s namespace (`None` when the kernel
+    /// cannot tell the namespace or the boot).
+    fn now(p: &mut Programmer) -> Result<Option<KernelMark>, EngineError> {
+        let (Some(netns_cookie), Some(boot_id)) = (p.netns_cookie(), boot_id()) else {
+            return Ok(None);
+        };
+        Ok(Some(KernelMark {
+            generation: p.generation()?,
+            netns_cookie,
+            boot_id,
+        }))
+    }
+}
+
+/// This boot's id (read once per process).
+fn boot_id() -> Option<String> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    })
+    .clone()
 }
 
 /// An endpoint in an [`EngineState`].
@@ -667,6 +749,7 @@ impl EngineState {
                 .collect(),
             admin_policies: e.admin_policies.values().cloned().collect(),
             calico_objects: e.calico.values().cloned().collect(),
+            kernel: e.mark.clone(),
         }
     }
 

@@ -7,6 +7,9 @@
 //!   to the new inputs and sends only the difference. The file is removed *before* programming,
 //!   so a process killed mid-sync leaves no claim about the kernel and the next sync replaces
 //!   the table whole. A failed incremental batch is retried once as a full replacement.
+//!   The record also holds the kernel's mark after the sync (nftables generation, netns
+//!   cookie, boot id: [`cnet_policy::engine::KernelMark`]); while the kernel still shows it,
+//!   nobody has committed since and the next process skips reading the table back.
 //!   The plugin reads and rebuilds the saved state on a helper thread from the start of ADD
 //!   (and of DEL, under the lock) and checks it against the file's bytes under the lock
 //!   ([`Prepared`]); the new record is written on a helper while the pod is attached and
@@ -499,11 +502,15 @@ fn program(dir: &Path, staged: Staged) -> Result<(Engine, ProgrammedRecord), Cni
             .sync()
             .map_err(|e| policy_error(format!("programming nftables: {e} (after: {first})")))?;
     }
+    // Recorded with the inputs: while nobody commits to nftables in this netns, the next
+    // process trusts the table without reading it back.
+    let mut state = desired;
+    state.kernel = engine.kernel_mark().cloned();
     Ok((
         engine,
         ProgrammedRecord {
             dir: dir.to_path_buf(),
-            state: desired,
+            state,
         },
     ))
 }

@@ -705,6 +705,12 @@ impl Programmer {
         }
     }
 
+    /// The cookie of the network namespace this programmer works in (`None` on kernels
+    /// without `SO_NETNS_COOKIE`).
+    pub fn netns_cookie(&self) -> Option<u64> {
+        self.sock.netns_cookie().ok()
+    }
+
     /// The ruleset generation: it changes with every committed batch, from anyone.
     pub fn generation(&mut self) -> Result<u32, NftError> {
         let r = self.request(

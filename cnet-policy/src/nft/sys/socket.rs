@@ -162,6 +162,30 @@ impl NlSocket {
         unsafe { mnl::mnl_sys::mnl_socket_get_fd(self.0.as_raw_socket()) }
     }
 
+    /// The cookie of the network namespace the socket belongs to: unique among the namespaces
+    /// of one boot (a 64-bit counter; `SO_NETNS_COOKIE`, Linux 5.14+).
+    pub fn netns_cookie(&self) -> io::Result<u64> {
+        /// `SO_NETNS_COOKIE` (asm-generic/socket.h).
+        const SO_NETNS_COOKIE: libc::c_int = 71;
+        let mut cookie = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: fd is an open socket; `cookie` and `len` are live and `len` is its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&mut cookie as *mut u64).cast::<libc::c_void>(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(cookie)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// The netlink port id.
     pub fn portid(&self) -> u32 {
         self.0.portid()
