@@ -83,17 +83,6 @@ fn hundred_parallel_adds_then_hundred_parallel_dels() {
     lab.assert_clean();
 }
 
-/// xorshift64: a reproducible stream of delays.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// One ADD killed after `delay`; returns the addresses it reported if it finished first.
 fn killed_add(lab: &Lab, cid: &str, pod: &NetNs, delay: Duration) -> Option<Vec<IpAddr>> {
     let mut child = spawn_plugin(
@@ -141,7 +130,8 @@ fn assert_no_double_holding(lab: &Lab) {
 
 fn kill_rounds(then_gc: bool) {
     let lab = Lab::new(if then_gc { "bridge" } else { "transparent" });
-    let mut rng = Rng(if then_gc {
+    // A reproducible stream of delays.
+    let mut rng = cnet_testsupport::XorShift(if then_gc {
         0xdead_beef
     } else {
         0x9e37_79b9_7f4a_7c15

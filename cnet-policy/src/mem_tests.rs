@@ -3,23 +3,8 @@
 //! byte-by-byte model over sizes 0..=300 (every branch of the small-size code and the
 //! `rep` paths), all alignments of both buffers, and overlaps in both directions.
 
+use cnet_testsupport::XorShift as Rng;
 use std::hint::black_box;
-
-/// xorshift64: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 const LEN: usize = 1024;
 

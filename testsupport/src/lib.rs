@@ -46,6 +46,27 @@ macro_rules! require_priv {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// xorshift64: a reproducible stream of pseudo-random numbers for tests (no dependency).
+/// The seed must not be 0.
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next number of the stream.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
 /// A name unique to this process and call: `<prefix><pid base36><counter>`, at most 15
 /// characters so it also fits an interface name.
 pub fn unique_name(prefix: &str) -> String {
