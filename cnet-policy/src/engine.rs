@@ -569,7 +569,8 @@ impl Engine {
 
     /// Rebuild an engine from a saved state, assuming the kernel holds what that state
     /// compiles to: the first [`Engine::sync`] verifies that cheaply (table, chain and set
-    /// names, rule and element counts) and then sends only the difference.
+    /// names, rule and element counts; no read-back at all when the kernel still shows the
+    /// state's [`KernelMark`]) and then sends only the difference.
     pub fn from_state(state: &EngineState) -> Result<Engine, EngineError> {
         let mut e = state.restore()?;
         e.assumed = Some(e.desired()?);
