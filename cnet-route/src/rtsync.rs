@@ -131,8 +131,8 @@ impl Rt {
         }
         let mut answers: Vec<Answer> = (0..count).map(|_| Answer::default()).collect();
         let mut open = count;
-        // Not zeroed: an answer fills a page or two of the buffer, and zeroing all of it
-        // would fault in every page. Only what recv(2) wrote is read (the length is set to it).
+        // Not zeroed: an answer fills a page or two of the buffer; zeroing all of it is a
+        // memset of 32 KiB. Only what recv(2) wrote is read (the length is set to it).
         self.rx.clear();
         self.rx.reserve(RX_BUFFER);
         let cap = self.rx.capacity();

@@ -37,8 +37,9 @@ fn setsockopt<T>(fd: RawFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
 }
 
 /// Receive buffer aligned for netlink headers. Its memory is left uninitialised: a reply
-/// fills a few pages of a 64 KiB buffer, and zeroing all of it up front would fault in every
-/// page. Only the bytes of the last datagram ([`RecvBuf::received`]) are ever read.
+/// fills a few pages of a 64–128 KiB buffer, and zeroing all of it for every request is a
+/// memset of the whole buffer. Only the bytes of the last datagram ([`RecvBuf::received`])
+/// are ever read.
 pub struct RecvBuf {
     /// Capacity only: the length stays 0, the kernel writes into the spare capacity.
     words: Vec<u64>,
